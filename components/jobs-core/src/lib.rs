@@ -1,0 +1,1 @@
+//! Job storage (async predictions, scheduled batches) over a key-value store.
