@@ -1,1 +1,24 @@
-//! Job storage (async predictions, scheduled batches) over a key-value store.
+//! kana-jobs: async predictions and scheduled batches stored in a Spin key-value store.
+//!
+//! Pure logic over the small [`kv::KeyValue`] trait, so it is unit-tested natively with an
+//! in-memory store (racing claimers included) and used by the `jobs` and `batch-cron` components
+//! through an adapter over spin-sdk's `Store`.
+//!
+//! Key layout (all under `jobs/`): `job/{id}` record, `job/{id}/input/{n}` and
+//! `job/{id}/result/{n}` chunks, `job/{id}/claim`, `job/{id}/run/{owner}` (one per started run),
+//! `index/{due|expire}/{minute}` buckets, `index/last_sweep`.
+
+pub mod chunks;
+pub mod claim;
+pub mod config;
+pub mod index;
+pub mod job;
+pub mod jobs;
+pub mod kv;
+pub mod schedule;
+#[cfg(feature = "spin")]
+pub mod spin;
+
+pub use config::Config;
+pub use job::{Job, Kind, Status};
+pub use jobs::{Jobs, NewJob, Page, Predictor, RunOutcome, SubmitError, TickReport, Trigger};

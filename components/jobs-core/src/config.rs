@@ -1,0 +1,110 @@
+//! Limits and timings, read from Spin variables (declared in spin.toml) with safe defaults.
+
+use chrono::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Uploads above this are refused with 413.
+    pub max_input_bytes: usize,
+    /// Images per job (a batch may be far larger than one `/predict` request).
+    pub max_images: usize,
+    /// How far ahead `execute_at` may be.
+    pub max_horizon: Duration,
+    /// How long finished jobs (and their results) are kept.
+    pub retention: Duration,
+    /// How long a claim protects a run; an async job still pending after this is run by cron.
+    pub lease: Duration,
+    /// Pause between writing a claim and reading it back; see `claim.rs`.
+    pub settle: std::time::Duration,
+    /// Every this often a tick lists all keys to find jobs the bucket index missed.
+    pub sweep_interval: Duration,
+    /// Runs that were interrupted (lease expired) this many times make the job `failed`.
+    pub max_attempts: u32,
+    /// Values are split into chunks of at most this many bytes.
+    pub chunk_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_input_bytes: 16 * 1024 * 1024,
+            max_images: 100_000,
+            max_horizon: Duration::days(30),
+            retention: Duration::days(7),
+            lease: Duration::seconds(60),
+            settle: std::time::Duration::from_millis(100),
+            sweep_interval: Duration::minutes(10),
+            max_attempts: 3,
+            chunk_bytes: 512 * 1024,
+        }
+    }
+}
+
+/// Spin variable names (spin.toml `[variables]`), all optional.
+pub const VARIABLES: &[&str] = &[
+    "max_input_bytes",
+    "max_batch_images",
+    "max_schedule_horizon_seconds",
+    "retention_seconds",
+    "lease_seconds",
+    "sweep_interval_seconds",
+];
+
+impl Config {
+    /// Builds a config from variable values; `lookup` returns None for unset variables.
+    pub fn from_variables(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let mut config = Self::default();
+        let number = |name: &str| -> anyhow::Result<Option<i64>> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(Some)
+                    .ok_or_else(|| anyhow::anyhow!("variable {name} must be a positive integer, got {v:?}")),
+            }
+        };
+        if let Some(n) = number("max_input_bytes")? {
+            config.max_input_bytes = n as usize;
+        }
+        if let Some(n) = number("max_batch_images")? {
+            config.max_images = n as usize;
+        }
+        if let Some(n) = number("max_schedule_horizon_seconds")? {
+            config.max_horizon = Duration::seconds(n);
+        }
+        if let Some(n) = number("retention_seconds")? {
+            config.retention = Duration::seconds(n);
+        }
+        if let Some(n) = number("lease_seconds")? {
+            config.lease = Duration::seconds(n);
+        }
+        if let Some(n) = number("sweep_interval_seconds")? {
+            config.sweep_interval = Duration::seconds(n);
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_override_defaults_and_bad_values_are_errors() {
+        let c = Config::from_variables(|n| match n {
+            "lease_seconds" => Some("5".into()),
+            "max_input_bytes" => Some("1000".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.lease, Duration::seconds(5));
+        assert_eq!(c.max_input_bytes, 1000);
+        assert_eq!(c.retention, Config::default().retention);
+        assert!(Config::from_variables(|_| Some("-3".into())).is_err());
+        assert!(Config::from_variables(|_| Some("ten".into())).is_err());
+    }
+}

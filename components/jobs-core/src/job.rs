@@ -1,0 +1,184 @@
+//! The job record stored per task, task ids, and the key layout of everything in the store.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl Status {
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Done | Status::Failed)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `/async_predict`: run right after the response; cron runs it if still pending after a lease.
+    Async,
+    /// `/schedule`: cron runs it once `execute_at` has passed.
+    Scheduled,
+}
+
+/// Who is running a job and until when that protects it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub task_id: String,
+    pub model: String,
+    pub kind: Kind,
+    pub status: Status,
+    pub created_at: DateTime<Utc>,
+    pub execute_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The upload's Content-Type, so the stored body decodes exactly like the original request.
+    pub content_type: String,
+    pub input_bytes: usize,
+    pub input_chunks: u32,
+    pub result_chunks: u32,
+    pub error: Option<String>,
+    /// Runs started (each also leaves a `run/{owner}` key): 1 for a normal job, more if retried.
+    pub runs: u32,
+    /// Owners of the runs started, so deleting the job also deletes their `run/{owner}` keys.
+    #[serde(default)]
+    pub run_owners: Vec<String>,
+    pub lease: Option<Lease>,
+}
+
+impl Job {
+    /// When cron should pick the job up: its time for scheduled jobs, one lease after creation
+    /// for async ones (by then the run started after the response should be long finished).
+    pub fn due_at(&self, lease: chrono::Duration) -> DateTime<Utc> {
+        match self.kind {
+            Kind::Scheduled => self.execute_at,
+            Kind::Async => self.created_at + lease,
+        }
+    }
+
+    /// The public `GET /tasks/{id}` view, without results.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task_id": self.task_id,
+            "model": self.model,
+            "kind": self.kind,
+            "status": self.status,
+            "created_at": timestamp_ms(self.created_at),
+            "execute_at": timestamp(self.execute_at),
+            "started_at": self.started_at.map(timestamp_ms),
+            "finished_at": self.finished_at.map(timestamp_ms),
+            "runs": self.runs,
+            "error": self.error,
+        })
+    }
+}
+
+/// RFC 3339 in UTC with a `Z`, the form used in every response.
+pub fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// As [`timestamp`] with milliseconds, for times the server measures (not ones a client gave).
+pub fn timestamp_ms(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `YYYYMMDD_hhmmss_xxxxxxxx` like the reference server's ids, with 8 random base-36 characters.
+/// Sorting ids sorts jobs by creation time, which `GET /tasks` paging relies on.
+pub fn new_task_id(now: DateTime<Utc>) -> String {
+    format!("{}_{}", now.format("%Y%m%d_%H%M%S"), random_token(8))
+}
+
+/// A random owner id for one component instance / run.
+pub fn new_owner_id() -> String {
+    random_token(16)
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).expect("the platform has a random source");
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// Ids come from URLs: only the generated shape is accepted, so no id can address other keys.
+pub fn is_valid_task_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    b.len() == 24
+        && b[8] == b'_'
+        && b[15] == b'_'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+        && b[16..].iter().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+}
+
+/// Key layout. Everything lives under `jobs/` so other components can share the store.
+pub mod keys {
+    pub const JOB_PREFIX: &str = "jobs/job/";
+
+    pub fn meta(id: &str) -> String {
+        format!("jobs/job/{id}")
+    }
+    pub fn input(id: &str) -> String {
+        format!("jobs/job/{id}/input")
+    }
+    pub fn result(id: &str) -> String {
+        format!("jobs/job/{id}/result")
+    }
+    pub fn claim(id: &str) -> String {
+        format!("jobs/job/{id}/claim")
+    }
+    /// One key per started run: lets tests (and operators) count runs without trusting a counter.
+    pub fn run_marker(id: &str, owner: &str) -> String {
+        format!("jobs/job/{id}/run/{owner}")
+    }
+    pub fn bucket(index: &str, minute: i64) -> String {
+        format!("jobs/index/{index}/{minute}")
+    }
+    pub const LAST_SWEEP: &str = "jobs/index/last_sweep";
+
+    /// The id if `key` is a job's meta key (not one of its sub-keys).
+    pub fn meta_key_id(key: &str) -> Option<&str> {
+        key.strip_prefix(JOB_PREFIX).filter(|rest| !rest.contains('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_have_the_reference_shape_and_are_validated() {
+        let now = DateTime::parse_from_rfc3339("2024-03-20T09:53:03Z").unwrap().to_utc();
+        let id = new_task_id(now);
+        assert!(id.starts_with("20240320_095303_"), "{id}");
+        assert!(is_valid_task_id(&id));
+        assert_ne!(id, new_task_id(now));
+        for bad in ["", "../../etc", "20240320_095303_ABCDEFGH", "20240320_095303_abcd/efg", "2024032x_095303_abcdefgh"] {
+            assert!(!is_valid_task_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn meta_keys_are_told_apart_from_sub_keys() {
+        assert_eq!(keys::meta_key_id(&keys::meta("x")), Some("x"));
+        assert_eq!(keys::meta_key_id(&keys::claim("x")), None);
+        assert_eq!(keys::meta_key_id(&format!("{}/0", keys::input("x"))), None);
+        assert_eq!(Status::parse("done"), Some(Status::Done));
+        assert_eq!(Status::parse("nope"), None);
+    }
+}
