@@ -1,0 +1,37 @@
+//! Batch cron component: each tick runs due scheduled jobs, async jobs whose own run never
+//! finished, and runs interrupted past their lease; then deletes jobs past retention.
+//! All the logic is `kana_jobs::Jobs::tick`; claims make overlapping ticks and several hosts safe.
+
+use kana_jobs::Jobs;
+use kana_jobs::spin::{InferencePredictor, SpinClock, SpinKv, limits, load_config, registry};
+
+// Generates `Guest`, `Metadata`, `Error` and `export!` for the `spin-cron` world.
+spin_sdk::wit_bindgen::generate!({
+    world: "spin-cron",
+    path: "wit",
+    runtime_path: "spin_sdk::wit_bindgen::rt",
+});
+
+struct BatchCron;
+
+impl Guest for BatchCron {
+    async fn handle_cron_event(_metadata: Metadata) -> Result<(), Error> {
+        tick().await.map_err(|e| Error::Other(format!("{e:#}")))
+    }
+}
+
+async fn tick() -> anyhow::Result<()> {
+    let config = load_config().await?;
+    let kv = SpinKv::open_default().await?;
+    let jobs = Jobs { kv: &kv, clock: &SpinClock, config: &config };
+    let predictor = InferencePredictor { registry: registry(), limits: limits(&config) };
+    // A fresh owner per tick: two ticks of the same instance must not share a claim.
+    let owner = kana_jobs::job::new_owner_id();
+    let report = jobs.tick(&owner, &predictor).await?;
+    if report.ran + report.expired > 0 || report.swept {
+        eprintln!("batch-cron: ran {} job(s), deleted {} expired, swept: {}", report.ran, report.expired, report.swept);
+    }
+    Ok(())
+}
+
+export!(BatchCron);
