@@ -1,6 +1,8 @@
 //! The model card: the JSON file beside each model in `models/` that says how to feed it and how
 //! to read its output. The trainer writes it on export; the inference side serves a model if and
 //! only if its card is valid.
+//!
+//! File naming: `models/<anything>.card.json`; `file`/`nnef_file` are relative to the card.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,8 +17,12 @@ pub struct ModelCard {
     /// ONNX file, relative to the card's directory.
     pub file: String,
     /// Optional NNEF archive (tract-nnef `.nnef.tgz`) with the same graph, relative to the card.
+    /// When present it is served instead of the ONNX file (it loads faster, see benches/README.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nnef_file: Option<String>,
+    /// Hex sha256 of `nnef_file`; checked at load when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef_sha256: Option<String>,
     /// Hex sha256 of `file`.
     pub sha256: String,
     pub input: InputSpec,
@@ -113,4 +119,54 @@ pub struct Training {
     pub images_per_s: f64,
     pub created_at: String,
     pub seed: u64,
+}
+
+/// Suffix that marks a model card in a models directory.
+pub const CARD_SUFFIX: &str = ".card.json";
+
+impl ModelCard {
+    /// Checks what can be checked without the weights: names, shapes, normalization, classes.
+    /// `Model::load` adds the file, sha256 and graph checks.
+    pub fn validate(&self) -> Result<(), String> {
+        let url_safe = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !url_safe(&self.name) {
+            return Err(format!("name '{}' must be non-empty ASCII letters, digits, '-', '_' or '.'", self.name));
+        }
+        if self.version.trim().is_empty() {
+            return Err("version is empty".into());
+        }
+        let relative = |f: &str| !f.is_empty() && !f.starts_with('/') && !f.split(['/', '\\']).any(|p| p == "..");
+        if !relative(&self.file) || self.nnef_file.as_deref().is_some_and(|f| !relative(f)) {
+            return Err("weight files must be relative paths inside the models directory".into());
+        }
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!("sha256 '{}' is not 64 hex digits", self.sha256));
+        }
+        let [c, h, w] = self.input.shape;
+        if c == 0 || h == 0 || w == 0 || h > 1024 || w > 1024 || c > 4 {
+            return Err(format!("input shape {:?} is not [1..=4, 1..=1024, 1..=1024]", self.input.shape));
+        }
+        if !crate::model::channels_ok(self.input.channels, c) {
+            return Err(format!("channels mode {:?} does not fit {c} input channels", self.input.channels));
+        }
+        let n = &self.input.normalization;
+        for (what, v) in [("mean", &n.mean), ("std", &n.std)] {
+            if v.len() != 1 && v.len() != c {
+                return Err(format!("normalization.{what} has {} values, expected 1 or {c}", v.len()));
+            }
+        }
+        if !(n.scale.is_finite() && n.scale > 0.0)
+            || n.mean.iter().any(|m| !m.is_finite())
+            || n.std.iter().any(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err("normalization needs a positive scale, finite means and positive stds".into());
+        }
+        if self.classes.is_empty() {
+            return Err("no classes".into());
+        }
+        if let Some((i, c)) = self.classes.iter().enumerate().find(|(i, c)| c.index != *i) {
+            return Err(format!("classes[{i}] has index {}; classes must be listed in index order", c.index));
+        }
+        Ok(())
+    }
 }

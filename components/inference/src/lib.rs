@@ -2,5 +2,23 @@
 //!
 //! Used by every Spin component (wasm32-wasip2), by the trainer's export parity tests and by the
 //! benches, so decoding and preprocessing exist exactly once.
+//!
+//! Flow: [`Registry::load_dir`] validates every card and builds one tract plan per model;
+//! [`predict_request`] turns request bytes (any accepted format) into the `/predict` JSON;
+//! [`InputError::status`] / [`PredictError::body`] give the HTTP error for bad input.
 
+pub mod api;
 pub mod card;
+pub mod decode;
+pub mod error;
+pub mod model;
+pub mod registry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use api::{ModelInfo, PredictOptions, PredictResponse, PredictionResult, new_task_id, parse_top_k, predict_request, predict_response};
+pub use card::ModelCard;
+pub use decode::{Images, Limits, decode_upload};
+pub use error::{ErrorBody, InputError, PredictError};
+pub use model::{Model, Prediction, WeightsFormat};
+pub use registry::{CardError, Registry};

@@ -1,0 +1,189 @@
+//! The JSON of the prediction API and the one function that turns request bytes into it, shared by
+//! `/predict` (synchronous), `/async_predict` and scheduled batches so their results are identical.
+//!
+//! Shape kept from the reference server: `{"model", "task_id", "results": [{"index",
+//! "start_timestamp", "prediction", "prediction_label", "probability"}]}` with its value types
+//! (label and probability are strings). Added: `model_version`, `count`, `timing_ms`, and per
+//! result `top_k` when `?top_k=N` is asked.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::card::ModelCard;
+use crate::decode::{Limits, decode_upload};
+use crate::error::{InputError, PredictError};
+use crate::model::{Model, Prediction, WeightsFormat};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PredictResponse {
+    pub model: String,
+    pub task_id: String,
+    pub results: Vec<PredictionResult>,
+    pub model_version: String,
+    pub count: usize,
+    pub timing_ms: Timing,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PredictionResult {
+    pub index: usize,
+    /// "YYYYMMDD_hhmmss" (UTC) when this image's chunk started running.
+    pub start_timestamp: String,
+    /// What a person reads, e.g. "と".
+    pub prediction: String,
+    /// Class index as a string, e.g. "19" (as the reference).
+    pub prediction_label: String,
+    /// f32 probability as a string, e.g. "0.31642184" (as the reference).
+    pub probability: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<Vec<Alternative>>,
+}
+
+/// One of the `top_k` best classes; same field types as the main result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alternative {
+    pub prediction: String,
+    pub prediction_label: String,
+    pub probability: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub decode: f64,
+    pub inference: f64,
+    pub total: f64,
+}
+
+/// What a request asks beyond its body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PredictOptions {
+    pub top_k: Option<usize>,
+    pub limits: Limits,
+    pub task_id: Option<String>,
+    /// Images per tract run; None → the model's default.
+    pub chunk_size: Option<usize>,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        PredictOptions { top_k: None, limits: Limits::default(), task_id: None, chunk_size: None }
+    }
+}
+
+/// Request body (with its Content-Type) → the `/predict` response for `model`.
+/// `options.task_id` lets a job runner keep the id it handed out earlier.
+pub fn predict_request(
+    model: &Model,
+    content_type: Option<&str>,
+    body: &[u8],
+    options: &PredictOptions,
+) -> Result<PredictResponse, PredictError> {
+    let started = Instant::now();
+    let now = Utc::now();
+    let [_, h, w] = model.card.input.shape;
+    if let Some(k) = options.top_k {
+        check_top_k(k, model.card.classes.len())?;
+    }
+    let images = decode_upload(content_type, body, h, w, &options.limits)?;
+    let decoded = Instant::now();
+    let chunk = options.chunk_size.unwrap_or(model.chunk_size);
+    let predictions = model.predict_chunked(&images, options.top_k.unwrap_or(1), chunk)?;
+    let inferred = Instant::now();
+    let task_id = options.task_id.clone().unwrap_or_else(|| new_task_id(now));
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    Ok(predict_response(&model.card, task_id, &predictions, options.top_k.is_some(), Timing {
+        decode: ms(started, decoded),
+        inference: ms(decoded, inferred),
+        total: ms(started, inferred),
+    }))
+}
+
+/// Builds the response body from predictions (the single place that formats results).
+pub fn predict_response(
+    card: &ModelCard,
+    task_id: String,
+    predictions: &[Prediction],
+    with_top_k: bool,
+    timing_ms: Timing,
+) -> PredictResponse {
+    let label = |class: usize| card.classes.get(class).map(|c| c.label.clone()).unwrap_or_default();
+    let results = predictions
+        .iter()
+        .map(|p| PredictionResult {
+            index: p.index,
+            start_timestamp: p.started_at.format("%Y%m%d_%H%M%S").to_string(),
+            prediction: label(p.class),
+            prediction_label: p.class.to_string(),
+            probability: p.probability.to_string(),
+            top_k: with_top_k.then(|| {
+                p.top
+                    .iter()
+                    .map(|&(class, prob)| Alternative {
+                        prediction: label(class),
+                        prediction_label: class.to_string(),
+                        probability: prob.to_string(),
+                    })
+                    .collect()
+            }),
+        })
+        .collect::<Vec<_>>();
+    PredictResponse {
+        model: card.name.clone(),
+        task_id,
+        count: results.len(),
+        results,
+        model_version: card.version.clone(),
+        timing_ms,
+    }
+}
+
+/// Reads `top_k` from a query string ("top_k=3&x=y"); absent → None.
+pub fn parse_top_k(query: Option<&str>) -> Result<Option<usize>, InputError> {
+    let Some(query) = query else { return Ok(None) };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "top_k" {
+            return value
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|_| InputError::BadQuery(format!("top_k='{value}' is not a positive integer")));
+        }
+    }
+    Ok(None)
+}
+
+fn check_top_k(k: usize, classes: usize) -> Result<(), InputError> {
+    if k == 0 || k > classes {
+        return Err(InputError::BadQuery(format!("top_k={k} is outside 1..={classes}")));
+    }
+    Ok(())
+}
+
+/// "YYYYMMDD_hhmmss_NNNNN" as the reference server: UTC time plus five random digits.
+pub fn new_task_id(now: DateTime<Utc>) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    // RandomState is seeded from the OS (WASI random in a component), no extra crate needed.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
+    format!("{}_{:05}", now.format("%Y%m%d_%H%M%S"), hasher.finish() % 100_000)
+}
+
+/// `GET /models` and `GET /models/{name}` entries: the card plus how it is served.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo<'a> {
+    #[serde(flatten)]
+    pub card: &'a ModelCard,
+    pub served_from: WeightsFormat,
+    pub load_ms: f64,
+}
+
+impl<'a> From<&'a Model> for ModelInfo<'a> {
+    fn from(m: &'a Model) -> Self {
+        ModelInfo { card: &m.card, served_from: m.format, load_ms: m.load_ms }
+    }
+}

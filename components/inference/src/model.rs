@@ -1,0 +1,241 @@
+//! A served model: its validated card plus a tract plan, loaded and optimised once with a
+//! symbolic batch dimension `N`, so one plan answers any batch size. Large batches are split into
+//! chunks because tract's per-image cost grows with very large batches in wasm.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::DimLike;
+
+use crate::card::{ChannelMode, ModelCard, OutputKind};
+use crate::decode::Images;
+use crate::error::{InferenceError, InputError, PredictError};
+
+/// Images per tract run. Measured on the reference-size CNN in wasm (see benches/README.md):
+/// small chunks keep the working set in cache; beyond this the per-image time stops improving.
+pub const DEFAULT_CHUNK_SIZE: usize = 16;
+
+/// Which file the plan was built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightsFormat {
+    Onnx,
+    Nnef,
+}
+
+/// One image's outcome: the best class and, when asked, the `k` best with their probabilities.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Position in the uploaded batch.
+    pub index: usize,
+    pub class: usize,
+    pub probability: f32,
+    /// Best classes first; `top.len() == k` (or 1 when no top-k was requested).
+    pub top: Vec<(usize, f32)>,
+    /// When the chunk holding this image started running.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct Model {
+    pub card: ModelCard,
+    /// Directory holding the card and weights.
+    pub dir: PathBuf,
+    pub format: WeightsFormat,
+    /// Time spent reading, optimising and planning the graph.
+    pub load_ms: f64,
+    pub chunk_size: usize,
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.card.name).field("format", &self.format).finish()
+    }
+}
+
+/// Hex sha256 of a file's bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Model {
+    /// Validates `card` against the files in `dir` and builds the plan. Every check that can fail
+    /// at request time for a bad card is done here instead.
+    pub fn load(card: ModelCard, dir: &Path) -> Result<Model, String> {
+        card.validate()?;
+        let onnx_path = dir.join(&card.file);
+        let onnx = std::fs::read(&onnx_path).map_err(|e| format!("cannot read {}: {e}", onnx_path.display()))?;
+        let digest = sha256_hex(&onnx);
+        if !digest.eq_ignore_ascii_case(&card.sha256) {
+            return Err(format!("sha256 of {} is {digest}, card says {}", card.file, card.sha256));
+        }
+        let started = Instant::now();
+        let (format, model) = match &card.nnef_file {
+            Some(nnef_file) => {
+                let path = dir.join(nnef_file);
+                let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                if let Some(expected) = &card.nnef_sha256 {
+                    let digest = sha256_hex(&bytes);
+                    if !digest.eq_ignore_ascii_case(expected) {
+                        return Err(format!("sha256 of {nnef_file} is {digest}, card says {expected}"));
+                    }
+                }
+                (WeightsFormat::Nnef, load_nnef(&bytes).map_err(|e| format!("NNEF {nnef_file}: {e:#}"))?)
+            }
+            None => (WeightsFormat::Onnx, load_onnx(&onnx, card.input.shape).map_err(|e| format!("ONNX {}: {e:#}", card.file))?),
+        };
+        check_facts(&model, &card)?;
+        let plan = model.into_runnable().map_err(|e| format!("planning: {e:#}"))?;
+        Ok(Model {
+            card,
+            dir: dir.to_path_buf(),
+            format,
+            load_ms: started.elapsed().as_secs_f64() * 1e3,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            plan,
+        })
+    }
+
+    /// Softmax probabilities (or the model's own, for `OutputKind::Probabilities`), one row per
+    /// image, with the start time of the chunk each image ran in.
+    pub fn probabilities(&self, images: &Images) -> Result<Vec<(Vec<f32>, chrono::DateTime<chrono::Utc>)>, PredictError> {
+        self.probabilities_chunked(images, self.chunk_size)
+    }
+
+    /// As [`Model::probabilities`], running `chunk` images per tract call.
+    pub fn probabilities_chunked(
+        &self,
+        images: &Images,
+        chunk: usize,
+    ) -> Result<Vec<(Vec<f32>, chrono::DateTime<chrono::Utc>)>, PredictError> {
+        let [_, h, w] = self.card.input.shape;
+        if images.height != h || images.width != w {
+            return Err(InputError::WrongShape {
+                got: format!("images of {}x{}, model '{}' expects {h}x{w}", images.height, images.width, self.card.name),
+            }
+            .into());
+        }
+        let mut rows = Vec::with_capacity(images.count);
+        let mut state = self.plan.spawn().map_err(|e| InferenceError(format!("{e:#}")))?;
+        let chunk = chunk.max(1);
+        let mut start = 0;
+        while start < images.count {
+            let end = (start + chunk).min(images.count);
+            let started_at = chrono::Utc::now();
+            let input = self.input_tensor(images, start, end);
+            let outputs = state.run(tvec!(input.into_tvalue())).map_err(|e| InferenceError(format!("{e:#}")))?;
+            let view = outputs[0].to_plain_array_view::<f32>().map_err(|e| InferenceError(format!("{e:#}")))?;
+            let classes = self.card.classes.len();
+            let flat: Vec<f32> = view.iter().copied().collect();
+            if flat.len() != (end - start) * classes {
+                return Err(InferenceError(format!("output of {} values for {} images", flat.len(), end - start)).into());
+            }
+            for row in flat.chunks(classes) {
+                let row = match self.card.output.kind {
+                    OutputKind::Logits => softmax(row),
+                    OutputKind::Probabilities => row.to_vec(),
+                };
+                rows.push((row, started_at));
+            }
+            start = end;
+        }
+        Ok(rows)
+    }
+
+    /// Best class per image, with the `top_k` best when `top_k` is given.
+    pub fn predict(&self, images: &Images, top_k: usize) -> Result<Vec<Prediction>, PredictError> {
+        self.predict_chunked(images, top_k, self.chunk_size)
+    }
+
+    pub fn predict_chunked(&self, images: &Images, top_k: usize, chunk: usize) -> Result<Vec<Prediction>, PredictError> {
+        let k = top_k.clamp(1, self.card.classes.len());
+        let rows = self.probabilities_chunked(images, chunk)?;
+        Ok(rows
+            .into_iter()
+            .enumerate()
+            .map(|(index, (probs, started_at))| {
+                let top = top_k_of(&probs, k);
+                Prediction { index, class: top[0].0, probability: top[0].1, top, started_at }
+            })
+            .collect())
+    }
+
+    /// [n, C, H, W] input: ((p * scale) - mean[c]) / std[c], grayscale copied to every channel
+    /// when the card says `replicate_grayscale`.
+    fn input_tensor(&self, images: &Images, start: usize, end: usize) -> Tensor {
+        let [c, h, w] = self.card.input.shape;
+        let norm = &self.card.input.normalization;
+        let per_channel = |v: &Vec<f32>, ch: usize| if v.len() == 1 { v[0] } else { v[ch] };
+        let mut data = Vec::with_capacity((end - start) * c * h * w);
+        for i in start..end {
+            let image = images.image(i);
+            for ch in 0..c {
+                let (mean, std) = (per_channel(&norm.mean, ch), per_channel(&norm.std, ch));
+                data.extend(image.iter().map(|&p| (p * norm.scale - mean) / std));
+            }
+        }
+        Tensor::from_shape(&[end - start, c, h, w], &data).expect("length matches by construction")
+    }
+}
+
+fn load_onnx(bytes: &[u8], [c, h, w]: [usize; 3]) -> TractResult<TypedModel> {
+    let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes))?;
+    let n = model.sym("N");
+    model
+        .with_input_fact(0, f32::fact(tract_onnx::tract_core::dims!(n, c, h, w)).into())?
+        // Forget any fixed batch size the exporter wrote on the output.
+        .with_output_fact(0, InferenceFact::default())?
+        .into_optimized()
+}
+
+fn load_nnef(bytes: &[u8]) -> TractResult<TypedModel> {
+    use tract_onnx::WithOnnx;
+    tract_nnef::nnef().with_onnx().model_for_read(&mut std::io::Cursor::new(bytes))?.into_optimized()
+}
+
+/// Input must be [N, C, H, W] as the card says; output [N, classes] (trailing 1s allowed).
+fn check_facts(model: &TypedModel, card: &ModelCard) -> Result<(), String> {
+    if model.inputs.len() != 1 || model.outputs.is_empty() {
+        return Err(format!("expected one input and an output, graph has {} and {}", model.inputs.len(), model.outputs.len()));
+    }
+    let input = model.input_fact(0).map_err(|e| e.to_string())?;
+    let dims: Vec<String> = input.shape.iter().map(|d| d.to_string()).collect();
+    let [c, h, w] = card.input.shape;
+    let want = [c.to_string(), h.to_string(), w.to_string()];
+    if dims.len() != 4 || dims[1..] != want || dims[0].parse::<usize>().is_ok() {
+        return Err(format!("graph input is {dims:?}, card says [N, {c}, {h}, {w}] with a symbolic batch"));
+    }
+    let output = model.output_fact(0).map_err(|e| e.to_string())?;
+    let width: Option<usize> = output.shape.iter().skip(1).map(|d| d.to_usize().ok()).product();
+    if output.rank() < 2 || width != Some(card.classes.len()) {
+        return Err(format!("graph output is {:?}, card lists {} classes", output.shape, card.classes.len()));
+    }
+    Ok(())
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// The `k` highest entries, highest first; ties keep the lower index first.
+pub fn top_k_of(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    order.truncate(k);
+    order
+}
+
+/// Keeps `ChannelMode` consistent with the channel count (used by card validation).
+pub(crate) fn channels_ok(mode: ChannelMode, channels: usize) -> bool {
+    match mode {
+        ChannelMode::Grayscale => channels == 1,
+        ChannelMode::ReplicateGrayscale => channels > 1,
+    }
+}
