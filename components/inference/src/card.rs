@@ -17,10 +17,10 @@ pub struct ModelCard {
     /// ONNX file, relative to the card's directory.
     pub file: String,
     /// Optional NNEF archive (tract-nnef `.nnef.tgz`) with the same graph, relative to the card.
-    /// When present it is served instead of the ONNX file (it loads faster, see benches/README.md).
+    /// Not served: the ONNX file loads faster (see `Model::load` and benches/README.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nnef_file: Option<String>,
-    /// Hex sha256 of `nnef_file`; checked at load when present.
+    /// Hex sha256 of `nnef_file`; checked when the archive is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nnef_sha256: Option<String>,
     /// Hex sha256 of `file`.
