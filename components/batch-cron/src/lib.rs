@@ -28,8 +28,11 @@ async fn tick() -> anyhow::Result<()> {
     // A fresh owner per tick: two ticks of the same instance must not share a claim.
     let owner = kana_jobs::job::new_owner_id();
     let report = jobs.tick(&owner, &predictor).await?;
-    if report.ran + report.expired > 0 || report.swept {
-        eprintln!("batch-cron: ran {} job(s), deleted {} expired, swept: {}", report.ran, report.expired, report.swept);
+    if report.ran + report.expired + report.lost_claims > 0 || report.swept {
+        eprintln!(
+            "batch-cron: ran {} job(s), lost {} claim(s) to other runners, deleted {} expired, swept: {}",
+            report.ran, report.lost_claims, report.expired, report.swept
+        );
     }
     Ok(())
 }

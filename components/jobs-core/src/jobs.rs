@@ -38,7 +38,7 @@ pub enum RunOutcome {
     Finished(Status),
     /// Not due, already finished, or running under someone else's live lease.
     NotDue,
-    /// Another runner holds the claim.
+    /// Another runner holds the claim, or took the job between our first read and our claim.
     Claimed,
     Missing,
 }
@@ -46,6 +46,8 @@ pub enum RunOutcome {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
     pub ran: usize,
+    /// Jobs this tick wanted to run but another runner had claimed (overlapping ticks or hosts).
+    pub lost_claims: usize,
     pub expired: usize,
     pub swept: bool,
 }
@@ -182,7 +184,7 @@ impl<K: KeyValue, C: Clock> Jobs<'_, K, C> {
         let Some(mut job) = self.get(id).await? else { return Ok(RunOutcome::Missing) };
         let now = self.clock.now();
         if !self.wants_run(&job, trigger, now) {
-            return Ok(RunOutcome::NotDue);
+            return Ok(RunOutcome::Claimed);
         }
         if job.status == Status::Running && job.runs >= self.config.max_attempts {
             job.error = Some(format!("gave up after {} interrupted runs", job.runs));
@@ -299,7 +301,11 @@ impl<K: KeyValue, C: Clock> Jobs<'_, K, C> {
                 JobState::Finished
             }
             RunOutcome::Missing => JobState::Gone,
-            RunOutcome::NotDue | RunOutcome::Claimed => JobState::Open,
+            RunOutcome::Claimed => {
+                report.lost_claims += 1;
+                JobState::Open
+            }
+            RunOutcome::NotDue => JobState::Open,
         })
     }
 }
@@ -430,9 +436,10 @@ mod tests {
                 ids.push(jobs.submit(scheduled(clock.now())).await.unwrap().task_id);
             }
             let owners = ["a", "b", "c", "d"];
-            let reports = futures::future::join_all(owners.iter().map(|o| jobs.tick(o, &echo))).await;
-            let ran: usize = reports.into_iter().map(|r| r.unwrap().ran).sum();
-            assert_eq!(ran, 8);
+            let reports: Vec<TickReport> =
+                futures::future::join_all(owners.iter().map(|o| jobs.tick(o, &echo))).await.into_iter().map(Result::unwrap).collect();
+            assert_eq!(reports.iter().map(|r| r.ran).sum::<usize>(), 8);
+            assert!(reports.iter().map(|r| r.lost_claims).sum::<usize>() > 0, "the ticks did race");
             assert_eq!(echo.calls.get(), 8);
             for id in &ids {
                 assert_eq!(runs(&kv, id), 1, "{id}");
