@@ -1,4 +1,202 @@
+//! `cargo xtask <command>` (alias in .cargo/config.toml):
+//! - `setup`: idempotent machine setup (wasm32-wasip2 target, Debian packages),
+//! - `build-components`: one release wasm build of every component spin.toml names,
+//! - `up [host args]`: setup + build-components + run kana-host (`up --listen 127.0.0.1:3000 ...`),
+//! - `test [cargo test args]`: setup + build-components + `cargo test` on the default members.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+/// Lavapipe (Vulkan on the CPU) for the wgpu trainer, and the Fashion-MNIST data set.
+const APT_PACKAGES: [&str; 2] = ["mesa-vulkan-drivers", "dataset-fashion-mnist"];
+
 fn main() {
-    eprintln!("xtask: not written yet");
-    std::process::exit(2);
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = workspace_root();
+    match command.as_str() {
+        "setup" => setup(),
+        "build-components" => build_components(&root),
+        "up" => {
+            setup()?;
+            build_components(&root)?;
+            let mut host_args = vec!["up".to_owned()];
+            host_args.extend(rest);
+            cargo(&root, ["run", "-p", "kana-host", "--"].into_iter().map(str::to_owned).chain(host_args))
+        }
+        "test" => {
+            setup()?;
+            build_components(&root)?;
+            cargo(&root, ["test".to_owned()].into_iter().chain(rest))
+        }
+        _ => bail!("usage: cargo xtask <setup | build-components | up [host args] | test [cargo test args]>"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Installs what a fresh machine lacks; does nothing (quickly) when all is there.
+fn setup() -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_apt_packages()
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = match installed {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => bail!(
+            "rustup not found: install Rust with rustup (https://rustup.rs), or add the \
+             `{WASM_TARGET}` target to your toolchain yourself"
+        ),
+    };
+    if installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        return Ok(());
+    }
+    println!("xtask setup: installing the Rust target {WASM_TARGET} (rustup target add {WASM_TARGET})");
+    run_checked(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+fn ensure_apt_packages() -> Result<()> {
+    if Command::new("dpkg-query").arg("--version").output().is_err() {
+        println!(
+            "xtask setup: not a Debian/Ubuntu system; make sure these are available yourself: {}",
+            APT_PACKAGES.join(", ")
+        );
+        return Ok(());
+    }
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root {
+        bail!("missing Debian packages: {list}. Run as root, or: sudo apt-get update && sudo apt-get install -y {list}");
+    }
+    println!("xtask setup: installing Debian packages: {list} (apt-get update, then apt-get install -y)");
+    run_checked(Command::new("apt-get").arg("update"))?;
+    run_checked(Command::new("apt-get").args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    component: BTreeMap<String, Component>,
+}
+
+#[derive(Deserialize)]
+struct Component {
+    source: String,
+    build: Option<Build>,
+}
+
+#[derive(Deserialize)]
+struct Build {
+    command: String,
+}
+
+/// Builds every component named in spin.toml with one cargo invocation (one lock, one
+/// dependency resolution), taking each package from its `build.command`'s `-p <package>`.
+fn build_components(root: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(root.join("spin.toml")).context("cannot read spin.toml")?;
+    let manifest: Manifest = toml::from_str(&text).context("cannot parse spin.toml")?;
+    let mut packages = Vec::new();
+    for (id, component) in &manifest.component {
+        let package = component
+            .build
+            .as_ref()
+            .and_then(|b| package_of(&b.command))
+            .with_context(|| format!("[component.{id}.build] command has no `-p <package>`"))?;
+        if !packages.contains(&package) {
+            packages.push(package);
+        }
+    }
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["build", "--release", "--target", WASM_TARGET];
+    for package in &packages {
+        args.extend(["-p", package.as_str()]);
+    }
+    println!("xtask: building components: {}", packages.join(", "));
+    cargo(root, args.into_iter().map(str::to_owned))?;
+    for (id, component) in &manifest.component {
+        if !root.join(&component.source).is_file() {
+            bail!("component `{id}`: build finished but {} is missing", component.source);
+        }
+    }
+    Ok(())
+}
+
+fn package_of(command: &str) -> Option<String> {
+    let mut words = command.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "-p" || word == "--package" {
+            return words.next().map(str::to_owned);
+        }
+        if let Some(package) = word.strip_prefix("--package=") {
+            return Some(package.to_owned());
+        }
+    }
+    None
+}
+
+fn cargo(root: &Path, args: impl IntoIterator<Item = String>) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run_checked(Command::new(cargo).args(args).current_dir(root))
+}
+
+fn run_checked(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_comes_from_the_build_command() {
+        assert_eq!(package_of("cargo build -p health --target wasm32-wasip2 --release").as_deref(), Some("health"));
+        assert_eq!(package_of("cargo build --package=batch-cron --release").as_deref(), Some("batch-cron"));
+        assert_eq!(package_of("cargo build --release"), None);
+    }
+
+    #[test]
+    fn the_repository_manifest_names_buildable_components() {
+        let text = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+        let manifest: Manifest = toml::from_str(&text).unwrap();
+        assert!(manifest.component.contains_key("health"));
+        for (id, c) in &manifest.component {
+            let command = &c.build.as_ref().unwrap_or_else(|| panic!("{id} has no build")).command;
+            assert!(package_of(command).is_some(), "{id}: {command}");
+            assert!(c.source.starts_with("target/wasm32-wasip2/release/"), "{id}: {}", c.source);
+        }
+    }
 }

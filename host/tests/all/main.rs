@@ -1,0 +1,10 @@
+//! Host integration tests: the real `kana-host` binary serving the real built components over
+//! real HTTP. One test binary; one module per area. Other crates' areas add a `mod` line here.
+
+mod support;
+
+mod cron;
+mod http_trigger;
+mod key_value;
+mod jobs;
+mod predict;
