@@ -30,8 +30,8 @@ async fn tick() -> anyhow::Result<()> {
     let report = jobs.tick(&owner, &predictor).await?;
     if report.ran + report.expired + report.lost_claims > 0 || report.swept {
         eprintln!(
-            "batch-cron: ran {} job(s), lost {} claim(s) to other runners, deleted {} expired, swept: {}",
-            report.ran, report.lost_claims, report.expired, report.swept
+            "batch-cron: ran {} job(s), lost {} claim(s) to other runners, deleted {} expired, swept: {} ({} orphan keys deleted)",
+            report.ran, report.lost_claims, report.expired, report.swept, report.orphans
         );
     }
     Ok(())

@@ -104,6 +104,12 @@ pub fn new_task_id(now: DateTime<Utc>) -> String {
     format!("{}_{}", now.format("%Y%m%d_%H%M%S"), random_token(8))
 }
 
+/// The creation time a task id starts with (whole seconds), if it has the generated shape.
+pub fn created_at_of(id: &str) -> Option<DateTime<Utc>> {
+    let stamp = id.get(..15).filter(|_| is_valid_task_id(id))?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S").ok().map(|t| t.and_utc())
+}
+
 /// A random owner id for one component instance / run.
 pub fn new_owner_id() -> String {
     random_token(16)
@@ -168,6 +174,8 @@ mod tests {
         assert!(id.starts_with("20240320_095303_"), "{id}");
         assert!(is_valid_task_id(&id));
         assert_ne!(id, new_task_id(now));
+        assert_eq!(created_at_of(&id), Some(now));
+        assert_eq!(created_at_of("../../etc"), None);
         for bad in ["", "../../etc", "20240320_095303_ABCDEFGH", "20240320_095303_abcd/efg", "2024032x_095303_abcdefgh"] {
             assert!(!is_valid_task_id(bad), "{bad}");
         }

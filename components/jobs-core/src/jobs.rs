@@ -50,6 +50,8 @@ pub struct TickReport {
     pub lost_claims: usize,
     pub expired: usize,
     pub swept: bool,
+    /// Keys of jobs without a record, deleted by the sweep.
+    pub orphans: usize,
 }
 
 pub struct Page {
@@ -257,10 +259,12 @@ impl<K: KeyValue, C: Clock> Jobs<'_, K, C> {
             // Written first so overlapping ticks rarely sweep twice (harmless if they do).
             self.kv.set(keys::LAST_SWEEP, job::timestamp(now).as_bytes()).await?;
             report.swept = true;
-            for key in self.kv.get_keys().await? {
-                let Some(id) = keys::meta_key_id(&key) else { continue };
+            let all = self.kv.get_keys().await?;
+            let ids: std::collections::BTreeSet<&str> = all.iter().filter_map(|k| keys::meta_key_id(k)).collect();
+            for id in &ids {
                 self.settle_job(id, owner, predictor, now, &mut report).await?;
             }
+            report.orphans = self.delete_orphans(&all, &ids, now).await?;
         }
 
         for (bucket, ids) in index::DUE.recent(self.kv, now, window).await? {
@@ -282,6 +286,22 @@ impl<K: KeyValue, C: Clock> Jobs<'_, K, C> {
             }
         }
         Ok(report)
+    }
+
+    /// Deletes sub-keys (input chunks, run markers, claims) of jobs that have no record and were
+    /// created over an hour ago: left by a crash between storing an input and its record, or by a
+    /// double run's marker. The hour keeps a submission in progress safe (its record comes last).
+    async fn delete_orphans(&self, all: &[String], ids: &std::collections::BTreeSet<&str>, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        let mut deleted = 0;
+        for key in all {
+            let Some(id) = key.strip_prefix(keys::JOB_PREFIX).and_then(|rest| rest.split_once('/')).map(|(id, _)| id) else { continue };
+            let old = job::created_at_of(id).is_some_and(|created| now - created > chrono::Duration::hours(1));
+            if old && !ids.contains(id) {
+                self.kv.delete(key).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 
     /// Runs or deletes one job as needed and says what is left of it.
@@ -519,6 +539,26 @@ mod tests {
             assert!(report.swept);
             assert_eq!(report.ran, 1);
             assert_eq!(jobs.get(&job.task_id).await.unwrap().unwrap().status, Status::Done);
+        });
+    }
+
+    #[test]
+    fn the_sweep_deletes_keys_of_jobs_without_a_record_once_they_are_old() {
+        let (kv, clock, config, echo) = (MemoryKv::new(), clock(), config(), Echo::default());
+        let jobs = Jobs { kv: &kv, clock: &clock, config: &config };
+        block_on(async {
+            let kept = jobs.submit(scheduled(clock.now() + Duration::days(1))).await.unwrap();
+            // A submission that crashed after its input chunks, and one still being written.
+            let crashed = job::new_task_id(clock.now() - Duration::hours(2));
+            let in_progress = job::new_task_id(clock.now());
+            for id in [&crashed, &in_progress] {
+                chunks::put(&kv, &keys::input(id), b"0123456789", 4).await.unwrap();
+            }
+            let report = jobs.tick("cron", &echo).await.unwrap();
+            assert_eq!((report.swept, report.orphans), (true, 3));
+            assert!(kv.keys_with_prefix(&keys::meta(&crashed)).is_empty());
+            assert_eq!(kv.keys_with_prefix(&keys::meta(&in_progress)).len(), 3);
+            assert_eq!(kv.keys_with_prefix(&keys::meta(&kept.task_id)).len(), 4, "record + 3 chunks");
         });
     }
 
