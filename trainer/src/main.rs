@@ -1,1 +1,6 @@
-fn main() {}
+//! `trainer`: see `trainer --help`.
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    kana_trainer::cli::run(kana_trainer::cli::Cli::parse())
+}

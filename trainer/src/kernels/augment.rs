@@ -1,0 +1,141 @@
+//! On-the-fly augmentation fused with input normalisation: each image gets a random rotation,
+//! scale and shift (from the counter RNG: seed, image index), is resampled bilinearly with the
+//! background (pixel 0) outside, then normalised x = (p − mean)/std. With all ranges 0 it is just
+//! the normalisation, which is how eval batches are prepared.
+
+use ndarray::{Array4, ArrayView3, Zip};
+
+use super::rng;
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AugmentParams {
+    /// Max rotation in degrees (uniform in ±).
+    pub rotate_deg: f32,
+    /// Max relative scale change (uniform in 1 ± scale).
+    pub scale: f32,
+    /// Max shift in pixels on each axis.
+    pub shift_px: f32,
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl AugmentParams {
+    pub fn none(mean: f32, std: f32) -> Self {
+        Self { rotate_deg: 0.0, scale: 0.0, shift_px: 0.0, mean, std }
+    }
+}
+
+/// The inverse affine map (output pixel → source pixel) of image `image` as
+/// [a, b, c, d, tx, ty]: src = [[a, b], [c, d]] · (p − centre − t) + centre.
+pub fn transform(p: &AugmentParams, seed: u32, image: u32) -> [f32; 6] {
+    let u = |j: u32| rng::uniform(seed, image.wrapping_mul(4).wrapping_add(j)) * 2.0 - 1.0;
+    let angle = u(0) * p.rotate_deg.to_radians();
+    let scale = 1.0 + u(1) * p.scale;
+    let (tx, ty) = (u(2) * p.shift_px, u(3) * p.shift_px);
+    let (sin, cos) = angle.sin_cos();
+    [cos / scale, sin / scale, -sin / scale, cos / scale, tx, ty]
+}
+
+/// Bilinear sample of a [H, W] plane of pixels in [0, 1]; zero outside.
+fn sample(img: &[f32], h: usize, w: usize, sx: f32, sy: f32) -> f32 {
+    let (x0, y0) = (sx.floor(), sy.floor());
+    let (fx, fy) = (sx - x0, sy - y0);
+    let at = |x: f32, y: f32| -> f32 {
+        if x < 0.0 || y < 0.0 || x >= w as f32 || y >= h as f32 { 0.0 } else { img[y as usize * w + x as usize] }
+    };
+    let top = at(x0, y0) * (1.0 - fx) + at(x0 + 1.0, y0) * fx;
+    let bottom = at(x0, y0 + 1.0) * (1.0 - fx) + at(x0 + 1.0, y0 + 1.0) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// CPU twin: raw [N, H, W] pixels in [0, 1] → normalised, augmented [N, 1, H, W].
+/// `first_index` is the global index of image 0 (so a step is reproducible).
+pub fn cpu_apply(raw: ArrayView3<f32>, p: &AugmentParams, seed: u32, first_index: u32) -> Array4<f32> {
+    let (n, h, w) = raw.dim();
+    let raw = raw.as_standard_layout();
+    let mut out = Array4::<f32>::zeros((n, 1, h, w));
+    let identity = p.rotate_deg == 0.0 && p.scale == 0.0 && p.shift_px == 0.0;
+    Zip::indexed(out.outer_iter_mut()).par_for_each(|i, mut o| {
+        let img = &raw.as_slice().unwrap()[i * h * w..][..h * w];
+        let [a, b, c, d, tx, ty] = transform(p, seed, first_index.wrapping_add(i as u32));
+        let (cx, cy) = ((w as f32 - 1.0) * 0.5, (h as f32 - 1.0) * 0.5);
+        for y in 0..h {
+            for x in 0..w {
+                let v = if identity {
+                    img[y * w + x]
+                } else {
+                    let (px, py) = (x as f32 - cx - tx, y as f32 - cy - ty);
+                    sample(img, h, w, a * px + b * py + cx, c * px + d * py + cy)
+                };
+                o[[0, y, x]] = (v - p.mean) / p.std;
+            }
+        }
+    });
+    out
+}
+
+use super::{Arg, Dispatch, Kernel, Slot, f, groups_1d};
+use crate::gpu::Gpu;
+
+const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Storage, Slot::Storage, Slot::Storage];
+
+pub struct AugmentKernel {
+    apply: Kernel,
+}
+
+impl AugmentKernel {
+    pub fn new(gpu: &Gpu) -> Self {
+        Self { apply: Kernel::new(gpu, "augment", include_str!("augment.wgsl"), "apply", SLOTS) }
+    }
+
+    /// raw [n, h, w] in [0, 1] → out [n, 1, h, w]; seed = seeds[0], first image index = seeds[1].
+    pub fn apply(&self, gpu: &Gpu, p: &AugmentParams, raw: Arg, out: Arg, seeds: Arg, [n, h, w]: [usize; 3]) -> Dispatch {
+        let total = n * h * w;
+        let params = gpu.uniform(
+            "augment",
+            &[total as u32, h as u32, w as u32, f(p.rotate_deg.to_radians()), f(p.scale), f(p.shift_px), f(p.mean), f(p.std)],
+        );
+        self.apply.bind(gpu, &[(&params).into(), raw, out, seeds], groups_1d(total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::check::{TRANSCENDENTAL, assert_gpu_matches_cpu};
+    use ndarray::Array3;
+
+    /// Smooth test images (bilinear resampling of noise would amplify GPU sin/cos rounding).
+    fn images(n: usize, h: usize, w: usize) -> Array3<f32> {
+        Array3::from_shape_fn((n, h, w), |(i, y, x)| 0.5 + 0.5 * ((x as f32 * 0.3 + i as f32).sin() * (y as f32 * 0.2).cos()))
+    }
+
+    #[test]
+    fn gpu_matches_cpu_with_and_without_augmentation() {
+        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let (n, h, w) = (5, 28, 28);
+        let raw = images(n, h, w);
+        let k = AugmentKernel::new(&gpu);
+        let graw = gpu.upload("raw", raw.as_slice().unwrap());
+        let seeds = gpu.upload("seeds", &[42u32, 1000]);
+        for p in [AugmentParams { rotate_deg: 12.0, scale: 0.1, shift_px: 2.5, mean: 0.5, std: 0.5 }, AugmentParams::none(0.2, 0.3)] {
+            let out = gpu.zeros("out", raw.len() as u64 * 4);
+            gpu.run(&[&k.apply(&gpu, &p, (&graw).into(), (&out).into(), (&seeds).into(), [n, h, w])]);
+            let cpu = cpu_apply(raw.view(), &p, 42, 1000);
+            assert_gpu_matches_cpu("augment", &gpu.read_f32(&out), cpu.as_slice().unwrap(), TRANSCENDENTAL);
+        }
+    }
+
+    #[test]
+    fn augmentation_changes_images_but_keeps_them_close() {
+        let (n, h, w) = (8, 28, 28);
+        let raw = images(n, h, w);
+        let p = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 2.0, mean: 0.0, std: 1.0 };
+        let plain = cpu_apply(raw.view(), &AugmentParams::none(0.0, 1.0), 1, 0);
+        let aug = cpu_apply(raw.view(), &p, 1, 0);
+        assert_eq!(plain.as_slice().unwrap(), raw.as_slice().unwrap());
+        let diff = (&aug - &plain).mapv(f32::abs).mean().unwrap();
+        assert!(diff > 0.01 && diff < 0.5, "mean |Δ| {diff}");
+        assert_ne!(cpu_apply(raw.view(), &p, 2, 0), aug, "seed must matter");
+    }
+}

@@ -1,0 +1,139 @@
+//! Max pooling (no padding, floor output size). Forward records the flat input index of each
+//! window's maximum (first maximum wins); backward routes gradients there. On the GPU the backward
+//! pass is a gather over the windows that contain each input pixel, so it needs no atomics.
+
+use ndarray::{Array4, ArrayView4, Zip};
+
+pub fn out_size(h: usize, kernel: usize, stride: usize) -> usize {
+    (h - kernel) / stride + 1
+}
+
+/// Returns (y, argmax) where argmax holds the index within the image plane (iy * W + ix).
+pub fn cpu_forward(x: ArrayView4<f32>, kernel: usize, stride: usize) -> (Array4<f32>, Array4<u32>) {
+    let (n, c, h, w) = x.dim();
+    let (oh, ow) = (out_size(h, kernel, stride), out_size(w, kernel, stride));
+    let mut y = Array4::<f32>::zeros((n, c, oh, ow));
+    let mut arg = Array4::<u32>::zeros((n, c, oh, ow));
+    Zip::indexed(&mut y).and(&mut arg).par_for_each(|(ni, ci, oy, ox), y, a| {
+        let mut best = f32::NEG_INFINITY;
+        let mut at = 0;
+        for ky in 0..kernel {
+            for kx in 0..kernel {
+                let (iy, ix) = (oy * stride + ky, ox * stride + kx);
+                let v = x[[ni, ci, iy, ix]];
+                if v > best {
+                    best = v;
+                    at = iy * w + ix;
+                }
+            }
+        }
+        *y = best;
+        *a = at as u32;
+    });
+    (y, arg)
+}
+
+pub fn cpu_backward(dy: ArrayView4<f32>, arg: ArrayView4<u32>, input_hw: [usize; 2]) -> Array4<f32> {
+    let (n, c, _, _) = dy.dim();
+    let [h, w] = input_hw;
+    let mut dx = Array4::<f32>::zeros((n, c, h, w));
+    Zip::from(dx.outer_iter_mut()).and(dy.outer_iter()).and(arg.outer_iter()).par_for_each(|mut dxn, dyn_, an| {
+        Zip::indexed(&dyn_).and(&an).for_each(|(ci, _, _), &d, &a| {
+            dxn[[ci, a as usize / w, a as usize % w]] += d;
+        });
+    });
+    dx
+}
+
+use super::{Arg, Dispatch, Kernel, Slot, groups_1d};
+use crate::gpu::Gpu;
+
+const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Storage, Slot::Storage, Slot::Storage];
+
+pub struct MaxPoolKernel {
+    forward: Kernel,
+    backward: Kernel,
+}
+
+impl MaxPoolKernel {
+    pub fn new(gpu: &Gpu) -> Self {
+        let src = include_str!("maxpool.wgsl");
+        Self { forward: Kernel::new(gpu, "maxpool", src, "forward", SLOTS), backward: Kernel::new(gpu, "maxpool_bwd", src, "backward", SLOTS) }
+    }
+
+    fn params(gpu: &Gpu, n: usize, [_, _, h, w]: [usize; 4], kernel: usize, stride: usize) -> wgpu::Buffer {
+        let (oh, ow) = (out_size(h, kernel, stride), out_size(w, kernel, stride));
+        gpu.uniform("maxpool", &[n as u32, h as u32, w as u32, oh as u32, ow as u32, kernel as u32, stride as u32])
+    }
+
+    /// x [N, C, H, W] → y, argmax (u32 buffer of y's size).
+    pub fn forward(&self, gpu: &Gpu, x: Arg, y: Arg, arg: Arg, shape: [usize; 4], kernel: usize, stride: usize) -> Dispatch {
+        let [n, c, h, w] = shape;
+        let outputs = n * c * out_size(h, kernel, stride) * out_size(w, kernel, stride);
+        let params = Self::params(gpu, outputs, shape, kernel, stride);
+        self.forward.bind(gpu, &[(&params).into(), x, y, arg], groups_1d(outputs))
+    }
+
+    pub fn backward(&self, gpu: &Gpu, dy: Arg, arg: Arg, dx: Arg, shape: [usize; 4], kernel: usize, stride: usize) -> Dispatch {
+        let inputs = shape.iter().product();
+        let params = Self::params(gpu, inputs, shape, kernel, stride);
+        self.backward.bind(gpu, &[(&params).into(), dx, dy, arg], groups_1d(inputs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::check::{EXACT_ISH, assert_gpu_matches_cpu, check_finite_diff, random};
+
+    fn check(shape: [usize; 4], kernel: usize, stride: usize) {
+        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let [n, c, h, w] = shape;
+        let x = Array4::from_shape_vec((n, c, h, w), random(n * c * h * w, 11)).unwrap();
+        let (y, arg) = cpu_forward(x.view(), kernel, stride);
+        let dy = Array4::from_shape_vec(y.dim(), random(y.len(), 12)).unwrap();
+        let k = MaxPoolKernel::new(&gpu);
+        let (gx, gdy) = (gpu.upload("x", x.as_slice().unwrap()), gpu.upload("dy", dy.as_slice().unwrap()));
+        let (gy, garg, gdx) = (gpu.zeros("y", y.len() as u64 * 4), gpu.zeros("arg", y.len() as u64 * 4), gpu.zeros("dx", x.len() as u64 * 4));
+        gpu.run(&[
+            &k.forward(&gpu, (&gx).into(), (&gy).into(), (&garg).into(), shape, kernel, stride),
+            &k.backward(&gpu, (&gdy).into(), (&garg).into(), (&gdx).into(), shape, kernel, stride),
+        ]);
+        assert_gpu_matches_cpu("maxpool", &gpu.read_f32(&gy), y.as_slice().unwrap(), EXACT_ISH);
+        assert_eq!(gpu.read_u32(&garg), arg.as_slice().unwrap(), "argmax");
+        let dx = cpu_backward(dy.view(), arg.view(), [h, w]);
+        assert_gpu_matches_cpu("maxpool_bwd", &gpu.read_f32(&gdx), dx.as_slice().unwrap(), EXACT_ISH);
+    }
+
+    #[test]
+    fn matches_cpu_non_overlapping_and_odd_sizes() {
+        check([3, 5, 29, 27], 2, 2);
+    }
+
+    #[test]
+    fn matches_cpu_overlapping_windows() {
+        check([2, 3, 11, 13], 3, 2);
+    }
+
+    #[test]
+    fn cpu_backward_matches_finite_differences() {
+        let (n, c, h, w) = (2, 2, 6, 6);
+        // Distinct values at least 0.05 apart, so a ±0.01 probe never changes a window's argmax.
+        let keys = random(n * c * h * w, 13);
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+        let mut x = vec![0.0f32; keys.len()];
+        for (rank, &i) in order.iter().enumerate() {
+            x[i] = rank as f32 * 0.05 - 3.0;
+        }
+        let r = random(n * c * 9, 14);
+        let loss = |v: &[f32]| {
+            let (y, _) = cpu_forward(Array4::from_shape_vec((n, c, h, w), v.to_vec()).unwrap().view(), 2, 2);
+            y.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum()
+        };
+        let (_, arg) = cpu_forward(Array4::from_shape_vec((n, c, h, w), x.clone()).unwrap().view(), 2, 2);
+        let dy = Array4::from_shape_vec((n, c, 3, 3), r.clone()).unwrap();
+        let g = cpu_backward(dy.view(), arg.view(), [h, w]);
+        check_finite_diff("maxpool", &x, g.as_slice().unwrap(), 30, loss);
+    }
+}

@@ -1,0 +1,25 @@
+// forward: out = max(a, 0). backward: out = b where a > 0 (a = forward output y, b = dy).
+override WG: u32 = 256u;
+
+struct Params { n: u32 }
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * WG;
+    if (i < p.n) {
+        out[i] = max(a[i], 0.0);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x + gid.y * 65535u * WG;
+    if (i < p.n) {
+        out[i] = select(0.0, b[i], a[i] > 0.0);
+    }
+}

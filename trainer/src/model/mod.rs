@@ -1,0 +1,180 @@
+//! Runs an [`Architecture`]: the model zoo, parameter listing and initialisation here; the CPU
+//! reference backend in [`cpu`] and the wgpu backend in [`gpu`].
+//!
+//! Input normalisation (what the model card records): a uint8 pixel p becomes
+//! x = (p/255 − mean)/std with [`NORM_MEAN`] and [`NORM_STD`], one grayscale channel.
+
+pub mod cpu;
+pub mod gpu;
+
+use ndarray::{ArrayD, IxDyn};
+
+pub use crate::arch::{Architecture, Layer, Weights};
+use crate::kernels::rng;
+
+/// Normalisation every zoo model is trained with (x = (p/255 − mean)/std).
+pub const NORM_MEAN: f32 = 0.5;
+pub const NORM_STD: f32 = 0.5;
+
+/// Models by name. Both are sized to train on a CPU-only machine.
+/// - `cnn`: 3 conv-bn-relu blocks with two max-pools and a linear head (~0.09M parameters).
+/// - `resnet`: a stem and three residual blocks with batch-norm, global average pool (~0.2M).
+pub fn zoo(name: &str, input: [usize; 3], classes: usize) -> Option<Architecture> {
+    let [c, h, w] = input;
+    let conv = |i, o, stride| Layer::Conv2d { in_ch: i, out_ch: o, kernel: 3, stride, pad: 1 };
+    let bn = |ch| Layer::BatchNorm2d { ch, eps: 1e-5, momentum: 0.1 };
+    let layers = match name {
+        "cnn" => {
+            let (fh, fw) = (h / 4, w / 4);
+            vec![
+                conv(c, 32, 1),
+                bn(32),
+                Layer::Relu,
+                Layer::MaxPool2d { kernel: 2, stride: 2 },
+                conv(32, 64, 1),
+                bn(64),
+                Layer::Relu,
+                Layer::MaxPool2d { kernel: 2, stride: 2 },
+                conv(64, 64, 1),
+                bn(64),
+                Layer::Relu,
+                Layer::Flatten,
+                Layer::Dropout { p: 0.3 },
+                Layer::Linear { in_features: 64 * fh * fw, out_features: classes },
+            ]
+        }
+        "resnet" => {
+            let block = |i: usize, o: usize, stride: usize| Layer::Residual {
+                body: vec![conv(i, o, stride), bn(o), Layer::Relu, conv(o, o, 1), bn(o)],
+                shortcut: if i == o && stride == 1 {
+                    vec![]
+                } else {
+                    vec![Layer::Conv2d { in_ch: i, out_ch: o, kernel: 1, stride, pad: 0 }, bn(o)]
+                },
+            };
+            vec![
+                conv(c, 32, 1),
+                bn(32),
+                Layer::Relu,
+                Layer::MaxPool2d { kernel: 2, stride: 2 },
+                block(32, 32, 1),
+                Layer::Relu,
+                block(32, 64, 2),
+                Layer::Relu,
+                block(64, 64, 1),
+                Layer::Relu,
+                Layer::GlobalAvgPool,
+                Layer::Linear { in_features: 64, out_features: classes },
+            ]
+        }
+        _ => return None,
+    };
+    Some(Architecture { name: name.to_string(), input, classes, layers })
+}
+
+pub const ZOO: &[&str] = &["cnn", "resnet"];
+
+/// Whether a tensor is learned (and weight-decayed) or a running statistic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorKind {
+    Trainable { decay: bool },
+    Buffer,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: TensorKind,
+}
+
+/// Every tensor of the model, in a stable order (depth-first layer order).
+pub fn tensors(arch: &Architecture) -> Vec<TensorSpec> {
+    fn walk(layers: &[Layer], prefix: &str, out: &mut Vec<TensorSpec>) {
+        for (i, layer) in layers.iter().enumerate() {
+            let p = format!("{prefix}{i}");
+            let mut push = |t: &str, shape: Vec<usize>, kind| out.push(TensorSpec { name: format!("{p}.{t}"), shape, kind });
+            match *layer {
+                Layer::Conv2d { in_ch, out_ch, kernel, .. } => {
+                    push("weight", vec![out_ch, in_ch, kernel, kernel], TensorKind::Trainable { decay: true });
+                    push("bias", vec![out_ch], TensorKind::Trainable { decay: false });
+                }
+                Layer::BatchNorm2d { ch, .. } => {
+                    push("gamma", vec![ch], TensorKind::Trainable { decay: false });
+                    push("beta", vec![ch], TensorKind::Trainable { decay: false });
+                    push("running_mean", vec![ch], TensorKind::Buffer);
+                    push("running_var", vec![ch], TensorKind::Buffer);
+                }
+                Layer::Linear { in_features, out_features } => {
+                    push("weight", vec![out_features, in_features], TensorKind::Trainable { decay: true });
+                    push("bias", vec![out_features], TensorKind::Trainable { decay: false });
+                }
+                Layer::Residual { ref body, ref shortcut } => {
+                    walk(body, &format!("{p}.body."), out);
+                    walk(shortcut, &format!("{p}.shortcut."), out);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&arch.layers, "", &mut out);
+    out
+}
+
+/// Number of learned scalars.
+pub fn parameter_count(arch: &Architecture) -> usize {
+    tensors(arch)
+        .iter()
+        .filter(|t| matches!(t.kind, TensorKind::Trainable { .. }))
+        .map(|t| t.shape.iter().product::<usize>())
+        .sum()
+}
+
+/// Kaiming-uniform weights for ReLU nets (bound √(6/fan_in)), zero biases, batch-norm γ = 1,
+/// β = 0, running mean 0 / var 1. Deterministic in `seed`.
+pub fn init_weights(arch: &Architecture, seed: u64) -> Weights {
+    tensors(arch)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let n: usize = t.shape.iter().product();
+            let last = t.name.rsplit('.').next().unwrap_or_default();
+            let values: Vec<f32> = match last {
+                "weight" => {
+                    let fan_in: usize = t.shape[1..].iter().product();
+                    let bound = (6.0 / fan_in as f32).sqrt();
+                    let s = rng::derive_seed(seed, i as u64);
+                    (0..n).map(|j| (rng::uniform(s, j as u32) * 2.0 - 1.0) * bound).collect()
+                }
+                "gamma" | "running_var" => vec![1.0; n],
+                _ => vec![0.0; n],
+            };
+            (t.name, ArrayD::from_shape_vec(IxDyn(&t.shape), values).expect("shape matches"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zoo_models_are_small_and_consistent() {
+        for name in ZOO {
+            let arch = zoo(name, [1, 28, 28], 10).unwrap();
+            let w = init_weights(&arch, 1);
+            assert_eq!(w.len(), tensors(&arch).len());
+            let bytes = parameter_count(&arch) * 4;
+            assert!(bytes < 1_000_000, "{name}: {bytes} bytes");
+        }
+        assert!(zoo("nope", [1, 28, 28], 10).is_none());
+    }
+
+    #[test]
+    fn init_is_deterministic_in_seed() {
+        let arch = zoo("cnn", [1, 28, 28], 49).unwrap();
+        assert_eq!(init_weights(&arch, 3), init_weights(&arch, 3));
+        assert_ne!(init_weights(&arch, 3)["0.weight"], init_weights(&arch, 4)["0.weight"]);
+    }
+}
