@@ -11,6 +11,7 @@ images/s. Standard library only.
 
 import argparse
 import http.client
+import socket
 import statistics
 import threading
 import time
@@ -32,6 +33,9 @@ def multipart(path):
 
 def client(url, body, deadline, latencies, errors, images, lock):
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    conn.connect()
+    # Without this, Nagle + delayed ACK can add 40 ms stalls that measure the client, not the server.
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     headers = {
         "accept": "application/json",
         "content-type": f"multipart/form-data; boundary={BOUNDARY}",
