@@ -106,6 +106,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
     let cron_tasks: Vec<_> = crons.into_iter().map(|c| tokio::spawn(c.run())).collect();
     let app = Arc::new(HttpApp { router, pools, max_body_bytes: options.max_body_bytes });
     serve(listener, app, shutdown_signal()).await?;
+    crate::http::pool::begin_shutdown();
     for task in cron_tasks {
         task.abort();
     }

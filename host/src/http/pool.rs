@@ -8,6 +8,7 @@
 //! component are admitted at once, which also bounds how many instances exist.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,14 @@ use wasmtime_wasi_http::handler::{
 };
 
 use crate::state::{ComponentEnv, HostState};
+
+/// Set once the server stops: the runtime then cancels every worker, which is not an error.
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Marks the host as stopping, so workers cancelled by the runtime's shutdown log quietly.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::Relaxed);
+}
 
 /// Spin reuses one p3 instance for up to 16 concurrent requests.
 const CONCURRENT_REQUESTS_PER_INSTANCE: usize = 16;
@@ -121,6 +130,9 @@ impl WorkerState for Worker {
     fn drop(&self, _store: Store<HostState>, result: wasmtime::Result<()>) {
         match result {
             Ok(()) => tracing::debug!(component = %self.component, "instance retired"),
+            Err(e) if SHUTTING_DOWN.load(Ordering::Relaxed) => {
+                tracing::debug!(component = %self.component, "instance stopped at shutdown: {e}")
+            }
             Err(e) => tracing::warn!(component = %self.component, "instance dropped after error: {e:?}"),
         }
     }
