@@ -13,7 +13,14 @@ use spin_sdk::http::{IntoResponse, Json, Method, Request, StatusCode};
 static MODELS: OnceLock<(Registry, Vec<CardError>)> = OnceLock::new();
 
 fn models() -> &'static (Registry, Vec<CardError>) {
-    MODELS.get_or_init(|| Registry::load_dir(Path::new("/models")))
+    MODELS.get_or_init(|| {
+        let (registry, invalid) = Registry::load_dir(Path::new("/models"));
+        // Bad cards show in the host log as soon as the models load, and in GET /models.
+        for error in &invalid {
+            eprintln!("predict: not serving {error}");
+        }
+        (registry, invalid)
+    })
 }
 
 #[spin_sdk::http_service]

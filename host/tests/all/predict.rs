@@ -113,8 +113,15 @@ fn reference_curl_examples_return_1_10_100_results_with_every_field() {
 #[test]
 fn models_listing_and_every_bad_input_get_json_errors_while_the_host_keeps_serving() {
     let h = PredictHost::start("bad", &[("SPIN_VARIABLE_PREDICT_MAX_IMAGES", "50")]);
+    // Written before the first /predict or /models request, when the component loads the models.
+    std::fs::write(h.models.join("broken.card.json"), b"{ not json").unwrap();
     let listing = h.host.get("/models").json();
+    assert_eq!(listing["models"].as_array().unwrap().len(), 1);
     assert_eq!(listing["models"][0]["name"], "cnn");
+    let invalid = &listing["invalid"][0];
+    assert!(invalid["path"].as_str().unwrap().ends_with("broken.card.json"), "{listing}");
+    assert!(invalid["message"].as_str().unwrap().contains("invalid card JSON"), "{listing}");
+    assert!(h.host.logs().contains("predict: not serving"), "{}", h.host.logs());
     assert_eq!(listing["models"][0]["classes"].as_array().unwrap().len(), 49);
     let card = h.host.get("/models/cnn").json();
     assert_eq!((card["served_from"].as_str(), card["version"].as_str()), (Some("onnx"), Some("0.0.0-test")));
