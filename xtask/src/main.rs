@@ -53,7 +53,9 @@ fn workspace_root() -> PathBuf {
 /// Installs what a fresh machine lacks; does nothing (quickly) when all is there.
 fn setup() -> Result<()> {
     ensure_wasm_target()?;
-    ensure_apt_packages()
+    ensure_apt_packages()?;
+    println!("xtask setup: ok");
+    Ok(())
 }
 
 fn ensure_wasm_target() -> Result<()> {
