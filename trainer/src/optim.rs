@@ -32,7 +32,8 @@ pub fn lr_at(base: f32, step: usize, total: usize, warmup: f32) -> f32 {
     let total = total.max(1) as f32;
     let t = step as f32 / total;
     if t < warmup {
-        base * (step as f32 + 1.0) / (warmup * total)
+        // Capped at `base`: in runs of a handful of steps warmup·total is below one step.
+        (base * (step as f32 + 1.0) / (warmup * total)).min(base)
     } else {
         let progress = ((t - warmup) / (1.0 - warmup)).clamp(0.0, 1.0);
         base * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
@@ -131,5 +132,7 @@ mod tests {
         assert!(lr_at(1.0, 0, 100, 0.1) < 0.2);
         assert!((lr_at(1.0, 10, 100, 0.1) - 1.0).abs() < 1e-3);
         assert!(lr_at(1.0, 99, 100, 0.1) < 0.01);
+        // Tiny runs (2 steps, warm-up shorter than a step) never exceed the peak.
+        assert!(lr_at(1.0, 0, 2, 0.1) <= 1.0);
     }
 }
