@@ -7,7 +7,6 @@
 //! Runs are counted from the `jobs/job/{id}/run/{owner}` keys each started run writes, read
 //! straight from SQLite, not from the job record the runners themselves update.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -15,20 +14,22 @@ use kana_inference::testing::{self, fixture, multipart_body};
 use rusqlite::Connection;
 use serde_json::Value;
 
-use crate::support::{Options, Reply, TestHost, TempDir, edited_manifest, eventually, repo_root};
+use crate::support::{ModelHost, Reply, eventually};
 
 const NPZ: &str = "application/x-npz";
 
-struct JobsHost {
-    host: TestHost,
-    models: PathBuf,
-    agent: ureq::Agent,
-    _manifest: TempDir,
+struct JobsHost(ModelHost);
+
+impl std::ops::Deref for JobsHost {
+    type Target = ModelHost;
+    fn deref(&self) -> &ModelHost {
+        &self.0
+    }
 }
 
-impl Drop for JobsHost {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.models);
+impl std::ops::DerefMut for JobsHost {
+    fn deref_mut(&mut self) -> &mut ModelHost {
+        &mut self.0
     }
 }
 
@@ -36,53 +37,21 @@ impl JobsHost {
     /// A host whose batch-cron runs every second from `cron_triggers` triggers (more than one
     /// makes overlapping ticks race on the same jobs), with extra `SPIN_VARIABLE_*` env vars.
     fn start(tag: &str, cron_triggers: usize, env: &[(&str, &str)]) -> JobsHost {
-        // Inside the repository so the manifest's relative `source` rewriting keeps working.
-        let relative = format!("target/jobs-it-{}-{tag}", std::process::id());
-        let models = repo_root().join(&relative);
-        let _ = std::fs::remove_dir_all(&models);
-        testing::write_reference_cnn(&models, "cnn", 42, false).unwrap();
-        let (manifest_dir, manifest) = edited_manifest(|text| {
+        let every_second_cron = |text: String| {
             let trigger = "component = \"batch-cron\"\ncron_expression = \"*/10 * * * * *\"";
             assert!(text.contains(trigger), "spin.toml's batch-cron trigger changed; update this test");
             let every_second = "component = \"batch-cron\"\ncron_expression = \"* * * * * *\"";
-            let mut text = text
-                .replace(trigger, every_second)
-                .replace("source = \"models\"", &format!("source = \"{relative}\""));
+            let mut text = text.replace(trigger, every_second);
             for _ in 1..cron_triggers {
                 text.push_str(&format!("\n[[trigger.cron]]\n{every_second}\n"));
             }
             text
-        });
-        let host = TestHost::start_with(Options {
-            manifest: Some(manifest),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        });
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        JobsHost { host, models, agent, _manifest: manifest_dir }
+        };
+        JobsHost(ModelHost::start(&format!("jobs-{tag}"), every_second_cron, env))
     }
 
     fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        let mut response = self
-            .agent
-            .post(self.host.url(path))
-            .header("accept", "application/json")
-            .header("content-type", content_type)
-            .send(body)
-            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.host.logs()));
-        let status = response.status().as_u16();
-        let headers = response.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned())).collect();
-        Reply { status, headers, body: response.body_mut().read_to_string().unwrap_or_default() }
-    }
-
-    /// The reference README's curl: `-F 'upload_file=@data/test/{file};type=application/x-npz'`.
-    fn post_fixture(&self, path: &str, file: &str) -> Reply {
-        let (ct, body) = multipart_body("upload_file", file, NPZ, &fixture(&format!("k49/{file}")));
-        self.post(path, &ct, &body)
+        self.host.post_as(path, content_type, body)
     }
 
     /// Submits and checks the 202 every submission gets; returns the task id.

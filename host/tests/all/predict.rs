@@ -4,67 +4,32 @@
 //! Models: a reference-size CNN with random weights written by `kana_inference::testing` into a
 //! folder under `target/` that replaces the `models` mount in a copy of spin.toml.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use kana_inference::testing::{self, fixture, multipart_body};
 use kana_inference::{Model, PredictOptions, predict_request};
 
-use crate::support::{Options, Reply, TestHost, edited_manifest, repo_root};
+use crate::support::{ModelHost, Reply};
 
-struct PredictHost {
-    host: TestHost,
-    models: PathBuf,
-    agent: ureq::Agent,
-    _manifest: crate::support::TempDir,
-}
+struct PredictHost(ModelHost);
 
-impl Drop for PredictHost {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.models);
+impl std::ops::Deref for PredictHost {
+    type Target = ModelHost;
+    fn deref(&self) -> &ModelHost {
+        &self.0
     }
 }
 
 impl PredictHost {
-    /// Host serving a models folder with the test CNN "cnn" (and `extra` env vars).
+    /// Host serving a models folder with the test CNN "cnn" (and `env` vars).
     fn start(tag: &str, env: &[(&str, &str)]) -> PredictHost {
-        // Inside the repository so the manifest's relative `source` rewriting keeps working.
-        let relative = format!("target/predict-it-{}-{tag}", std::process::id());
-        let models = repo_root().join(&relative);
-        let _ = std::fs::remove_dir_all(&models);
-        testing::write_reference_cnn(&models, "cnn", 42, false).unwrap();
-        let (manifest_dir, manifest) =
-            edited_manifest(|text| text.replace("source = \"models\"", &format!("source = \"{relative}\"")));
-        let host = TestHost::start_with(Options {
-            manifest: Some(manifest),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        });
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .into();
-        PredictHost { host, models, agent, _manifest: manifest_dir }
+        PredictHost(ModelHost::start(&format!("predict-{tag}"), |text| text, env))
     }
 
     fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        let mut response = self
-            .agent
-            .post(self.host.url(path))
-            .header("accept", "application/json")
-            .header("content-type", content_type)
-            .send(body)
-            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.host.logs()));
-        let status = response.status().as_u16();
-        let headers = response.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned())).collect();
-        Reply { status, headers, body: response.body_mut().read_to_string().unwrap_or_default() }
+        self.0.host.post_as(path, content_type, body)
     }
 
-    /// The reference README's curl: `-F 'upload_file=@data/test/{file};type=application/x-npz'`.
     fn curl_npz(&self, model: &str, file: &str, query: &str) -> Reply {
-        let (ct, body) = multipart_body("upload_file", file, "application/x-npz", &fixture(&format!("k49/{file}")));
-        self.post(&format!("/predict/{model}{query}"), &ct, &body)
+        self.0.post_fixture(&format!("/predict/{model}{query}"), file)
     }
 
     fn native_model(&self) -> Model {

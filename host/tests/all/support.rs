@@ -157,6 +157,12 @@ impl TestHost {
         self.finish(self.agent.post(self.url(path)).send(body))
     }
 
+    /// POST with a content type, asking for JSON (what the reference README's curl sends).
+    pub fn post_as(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        let request = self.agent.post(self.url(path)).header("accept", "application/json").header("content-type", content_type);
+        self.finish(request.send(body))
+    }
+
     pub fn put(&self, path: &str, body: &[u8]) -> Reply {
         self.finish(self.agent.put(self.url(path)).send(body))
     }
@@ -279,6 +285,47 @@ fn check_components_built(options: &Options) {
         if source.ends_with(".wasm") && !base.join(source).is_file() {
             panic!("{source} is missing: run `cargo xtask build-components` (or `cargo xtask test`)");
         }
+    }
+}
+
+/// A host whose copy of spin.toml mounts a fresh models folder holding the test CNN "cnn"
+/// (reference size, random weights, from `kana_inference::testing`) instead of `models/`.
+pub struct ModelHost {
+    pub host: TestHost,
+    pub models: PathBuf,
+    _manifest: TempDir,
+}
+
+impl ModelHost {
+    /// `edit` may change the manifest further; `env` adds variables such as `SPIN_VARIABLE_*`.
+    pub fn start(tag: &str, edit: impl FnOnce(String) -> String, env: &[(&str, &str)]) -> ModelHost {
+        // Inside the repository so the manifest's relative `source` rewriting keeps working.
+        let relative = format!("target/model-host-{}-{tag}", std::process::id());
+        let models = repo_root().join(&relative);
+        let _ = std::fs::remove_dir_all(&models);
+        kana_inference::testing::write_reference_cnn(&models, "cnn", 42, false).unwrap();
+        let (manifest_dir, manifest) =
+            edited_manifest(|text| edit(text.replace("source = \"models\"", &format!("source = \"{relative}\""))));
+        let host = TestHost::start_with(Options {
+            manifest: Some(manifest),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        });
+        ModelHost { host, models, _manifest: manifest_dir }
+    }
+
+    /// The reference README's curl: `-F 'upload_file=@data/test/{file};type=application/x-npz'`
+    /// with a file from `fixtures/k49/`.
+    pub fn post_fixture(&self, path: &str, file: &str) -> Reply {
+        let bytes = kana_inference::testing::fixture(&format!("k49/{file}"));
+        let (content_type, body) = kana_inference::testing::multipart_body("upload_file", file, "application/x-npz", &bytes);
+        self.host.post_as(path, &content_type, &body)
+    }
+}
+
+impl Drop for ModelHost {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.models);
     }
 }
 
