@@ -254,7 +254,9 @@ impl TestHost {
             }
         });
         self.child = Some(child);
-        match rx.recv_timeout(Duration::from_secs(180)) {
+        // Generous: a cold compile cache means Cranelift compiles three ~20 MB tract components
+        // (measured 40-47 s each on a busy 2-core machine); a warm start takes well under a second.
+        match rx.recv_timeout(Duration::from_secs(400)) {
             Ok(url) => self.base_url = url,
             Err(_) => panic!("kana-host did not start; its log:\n{}", self.logs()),
         }
