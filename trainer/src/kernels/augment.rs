@@ -85,7 +85,7 @@ pub struct AugmentKernel {
 
 impl AugmentKernel {
     pub fn new(gpu: &Gpu) -> Self {
-        Self { apply: Kernel::new(gpu, "augment", include_str!("augment.wgsl"), "apply", SLOTS) }
+        Self { apply: Kernel::new(gpu, "augment", concat!(include_str!("rng.wgsl"), include_str!("augment.wgsl")), "apply", SLOTS) }
     }
 
     /// raw [n, h, w] in [0, 1] → out [n, 1, h, w]; seed = seeds[0], first image index = seeds[1].

@@ -10,15 +10,7 @@ struct Params { n: u32, h: u32, w: u32, rotate_rad: f32, scale: f32, shift_px: f
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> seeds: array<u32>;
 
-fn pcg(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-fn uniform01(seed: u32, index: u32) -> f32 {
-    return f32(pcg(index ^ pcg(seed)) >> 8u) * (1.0 / 16777216.0);
-}
+// pcg / uniform01: rng.wgsl, prepended.
 
 fn pixel(base: u32, x: f32, y: f32) -> f32 {
     if (x < 0.0 || y < 0.0 || x >= f32(p.w) || y >= f32(p.h)) {

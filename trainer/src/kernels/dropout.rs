@@ -28,7 +28,7 @@ pub struct DropoutKernel {
 
 impl DropoutKernel {
     pub fn new(gpu: &Gpu) -> Self {
-        Self { apply: Kernel::new(gpu, "dropout", include_str!("dropout.wgsl"), "apply", SLOTS) }
+        Self { apply: Kernel::new(gpu, "dropout", concat!(include_str!("rng.wgsl"), include_str!("dropout.wgsl")), "apply", SLOTS) }
     }
 
     /// out = a · mask; the seed is `seeds[slot]` (a u32 buffer the host rewrites every step).

@@ -1,5 +1,5 @@
 // Inverted dropout, forward and backward alike: out = a · mask / (1 − p), mask from the counter
-// RNG (seeds[slot], element index). pcg/uniform01 must stay identical to `rng.rs`.
+// RNG (seeds[slot], element index) from rng.wgsl.
 override WG: u32 = 256u;
 
 struct Params { n: u32, p: f32, slot: u32 }
@@ -9,15 +9,7 @@ struct Params { n: u32, p: f32, slot: u32 }
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> seeds: array<u32>;
 
-fn pcg(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-fn uniform01(seed: u32, index: u32) -> f32 {
-    return f32(pcg(index ^ pcg(seed)) >> 8u) * (1.0 / 16777216.0);
-}
+// pcg / uniform01: rng.wgsl, prepended.
 
 @compute @workgroup_size(WG)
 fn apply(@builtin(global_invocation_id) gid: vec3<u32>) {
