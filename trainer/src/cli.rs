@@ -72,6 +72,9 @@ pub struct TrainArgs {
     /// Max random shift in pixels.
     #[arg(long, default_value_t = 2.0)]
     pub shift: f32,
+    /// Random horizontal mirror (Fashion-MNIST: yes; characters: no).
+    #[arg(long)]
+    pub flip: bool,
     /// Fraction of the training set held out for per-epoch validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_fraction: f64,
@@ -115,7 +118,7 @@ impl TrainArgs {
             optim: OptimConfig { kind: self.optimizer, lr: self.lr, weight_decay: self.weight_decay, momentum: self.momentum },
             warmup: self.warmup,
             label_smoothing: self.label_smoothing,
-            augment: AugmentParams { rotate_deg: self.rotate, scale: self.scale, shift_px: self.shift, mean: NORM_MEAN, std: NORM_STD },
+            augment: AugmentParams { rotate_deg: self.rotate, scale: self.scale, shift_px: self.shift, flip: self.flip, mean: NORM_MEAN, std: NORM_STD },
             val_fraction: self.val_fraction,
             sampling: self.sampling,
             seed: self.seed,

@@ -98,7 +98,7 @@ impl Engine for CpuEngine {
         let out = softmax_xent::cpu_forward_backward(logits.view(), labels, self.smoothing);
         self.sums.0 += out.loss.sum() as f64;
         self.sums.1 += out.correct.sum() as f64;
-        let (grads, _) = cpu::backward(&self.arch, &self.weights, caches, out.dlogits);
+        let grads = cpu::backward(&self.arch, &self.weights, caches, out.dlogits);
         self.optim.update(&mut self.weights, &grads, lr);
     }
     fn take_metrics(&mut self) -> (f64, f64) {

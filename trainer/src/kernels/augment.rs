@@ -1,5 +1,6 @@
 //! On-the-fly augmentation fused with input normalisation: each image gets a random rotation,
-//! scale and shift (from the counter RNG: seed, image index), is resampled bilinearly with the
+//! scale, shift and (optionally) horizontal mirror (from the counter RNG: seed, image index), is
+//! resampled bilinearly with the
 //! background (pixel 0) outside, then normalised x = (p − mean)/std. With all ranges 0 it is just
 //! the normalisation, which is how eval batches are prepared.
 
@@ -15,25 +16,33 @@ pub struct AugmentParams {
     pub scale: f32,
     /// Max shift in pixels on each axis.
     pub shift_px: f32,
+    /// Mirror half of the images left-right (right for clothes, wrong for characters).
+    #[serde(default)]
+    pub flip: bool,
     pub mean: f32,
     pub std: f32,
 }
 
 impl AugmentParams {
     pub fn none(mean: f32, std: f32) -> Self {
-        Self { rotate_deg: 0.0, scale: 0.0, shift_px: 0.0, mean, std }
+        Self { rotate_deg: 0.0, scale: 0.0, shift_px: 0.0, flip: false, mean, std }
     }
 }
 
+/// Random draws per image: angle, scale, shift x, shift y, mirror.
+const DRAWS: u32 = 5;
+
 /// The inverse affine map (output pixel → source pixel) of image `image` as
 /// [a, b, c, d, tx, ty]: src = [[a, b], [c, d]] · (p − centre − t) + centre.
+/// A mirror negates the x column (source x of output x is the one of −x).
 pub fn transform(p: &AugmentParams, seed: u32, image: u32) -> [f32; 6] {
-    let u = |j: u32| rng::uniform(seed, image.wrapping_mul(4).wrapping_add(j)) * 2.0 - 1.0;
+    let u = |j: u32| rng::uniform(seed, image.wrapping_mul(DRAWS).wrapping_add(j)) * 2.0 - 1.0;
     let angle = u(0) * p.rotate_deg.to_radians();
     let scale = 1.0 + u(1) * p.scale;
     let (tx, ty) = (u(2) * p.shift_px, u(3) * p.shift_px);
+    let mirror = if p.flip && u(4) < 0.0 { -1.0 } else { 1.0 };
     let (sin, cos) = angle.sin_cos();
-    [cos / scale, sin / scale, -sin / scale, cos / scale, tx, ty]
+    [mirror * cos / scale, sin / scale, -mirror * sin / scale, cos / scale, tx, ty]
 }
 
 /// Bilinear sample of a [H, W] plane of pixels in [0, 1]; zero outside.
@@ -54,7 +63,7 @@ pub fn cpu_apply(raw: ArrayView3<f32>, p: &AugmentParams, seed: u32, first_index
     let (n, h, w) = raw.dim();
     let raw = raw.as_standard_layout();
     let mut out = Array4::<f32>::zeros((n, 1, h, w));
-    let identity = p.rotate_deg == 0.0 && p.scale == 0.0 && p.shift_px == 0.0;
+    let identity = p.rotate_deg == 0.0 && p.scale == 0.0 && p.shift_px == 0.0 && !p.flip;
     Zip::indexed(out.outer_iter_mut()).par_for_each(|i, mut o| {
         let img = &raw.as_slice().unwrap()[i * h * w..][..h * w];
         let [a, b, c, d, tx, ty] = transform(p, seed, first_index.wrapping_add(i as u32));
@@ -93,7 +102,7 @@ impl AugmentKernel {
         let total = n * h * w;
         let params = gpu.uniform(
             "augment",
-            &[total as u32, h as u32, w as u32, f(p.rotate_deg.to_radians()), f(p.scale), f(p.shift_px), f(p.mean), f(p.std)],
+            &[total as u32, h as u32, w as u32, f(p.rotate_deg.to_radians()), f(p.scale), f(p.shift_px), f(p.mean), f(p.std), p.flip as u32],
         );
         self.apply.bind(gpu, &[(&params).into(), raw, out, seeds], groups_1d(total))
     }
@@ -118,7 +127,11 @@ mod tests {
         let k = AugmentKernel::new(&gpu);
         let graw = gpu.upload("raw", raw.as_slice().unwrap());
         let seeds = gpu.upload("seeds", &[42u32, 1000]);
-        for p in [AugmentParams { rotate_deg: 12.0, scale: 0.1, shift_px: 2.5, mean: 0.5, std: 0.5 }, AugmentParams::none(0.2, 0.3)] {
+        for p in [
+            AugmentParams { rotate_deg: 12.0, scale: 0.1, shift_px: 2.5, flip: false, mean: 0.5, std: 0.5 },
+            AugmentParams { rotate_deg: 5.0, scale: 0.0, shift_px: 1.0, flip: true, mean: 0.5, std: 0.5 },
+            AugmentParams::none(0.2, 0.3),
+        ] {
             let out = gpu.zeros("out", raw.len() as u64 * 4);
             gpu.run(&[&k.apply(&gpu, &p, (&graw).into(), (&out).into(), (&seeds).into(), [n, h, w])]);
             let cpu = cpu_apply(raw.view(), &p, 42, 1000);
@@ -130,12 +143,30 @@ mod tests {
     fn augmentation_changes_images_but_keeps_them_close() {
         let (n, h, w) = (8, 28, 28);
         let raw = images(n, h, w);
-        let p = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 2.0, mean: 0.0, std: 1.0 };
+        let p = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 2.0, flip: false, mean: 0.0, std: 1.0 };
         let plain = cpu_apply(raw.view(), &AugmentParams::none(0.0, 1.0), 1, 0);
         let aug = cpu_apply(raw.view(), &p, 1, 0);
         assert_eq!(plain.as_slice().unwrap(), raw.as_slice().unwrap());
         let diff = (&aug - &plain).mapv(f32::abs).mean().unwrap();
         assert!(diff > 0.01 && diff < 0.5, "mean |Δ| {diff}");
         assert_ne!(cpu_apply(raw.view(), &p, 2, 0), aug, "seed must matter");
+    }
+
+    /// Flip alone maps each image to itself or its exact left-right mirror, and does both.
+    #[test]
+    fn flip_mirrors_about_half_the_images_exactly() {
+        let (n, h, w) = (64, 28, 28);
+        let raw = images(n, h, w);
+        let p = AugmentParams { flip: true, ..AugmentParams::none(0.0, 1.0) };
+        let out = cpu_apply(raw.view(), &p, 7, 0);
+        let mirrored = (0..n)
+            .filter(|&i| {
+                let same = (0..h).all(|y| (0..w).all(|x| (out[[i, 0, y, x]] - raw[[i, y, x]]).abs() < 1e-5));
+                let mirror = (0..h).all(|y| (0..w).all(|x| (out[[i, 0, y, x]] - raw[[i, y, w - 1 - x]]).abs() < 1e-5));
+                assert!(same ^ mirror, "image {i} is neither itself nor its mirror");
+                mirror
+            })
+            .count();
+        assert!((16..=48).contains(&mirrored), "{mirrored} of {n} mirrored");
     }
 }

@@ -1,9 +1,9 @@
-// Random rotation / scale / shift with bilinear resampling, fused with normalisation
+// Random rotation / scale / shift / mirror with bilinear resampling, fused with normalisation
 // x = (pixel − mean)/std. One invocation per output pixel; each image's transform comes from the
 // counter RNG (seeds[0], seeds[1] + image). Must match `augment::transform` / `cpu_apply`.
 override WG: u32 = 256u;
 
-struct Params { n: u32, h: u32, w: u32, rotate_rad: f32, scale: f32, shift_px: f32, mean: f32, std_dev: f32 }
+struct Params { n: u32, h: u32, w: u32, rotate_rad: f32, scale: f32, shift_px: f32, mean: f32, std_dev: f32, flip: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> raw: array<f32>;
@@ -29,16 +29,20 @@ fn apply(@builtin(global_invocation_id) gid: vec3<u32>) {
     let img = i / plane;
     let x = f32(i % p.w);
     let y = f32((i / p.w) % p.h);
-    let index = (seeds[1] + img) * 4u;
+    let index = (seeds[1] + img) * 5u; // DRAWS in augment.rs
     let angle = (uniform01(seeds[0], index) * 2.0 - 1.0) * p.rotate_rad;
     let scale = 1.0 + (uniform01(seeds[0], index + 1u) * 2.0 - 1.0) * p.scale;
     let tx = (uniform01(seeds[0], index + 2u) * 2.0 - 1.0) * p.shift_px;
     let ty = (uniform01(seeds[0], index + 3u) * 2.0 - 1.0) * p.shift_px;
+    var mirror = 1.0;
+    if (p.flip != 0u && uniform01(seeds[0], index + 4u) * 2.0 - 1.0 < 0.0) {
+        mirror = -1.0;
+    }
     let s = sin(angle);
     let c = cos(angle);
-    let a = c / scale;
+    let a = mirror * c / scale;
     let b = s / scale;
-    let cc = -s / scale;
+    let cc = -mirror * s / scale;
     let d = c / scale;
     let cx = (f32(p.w) - 1.0) * 0.5;
     let cy = (f32(p.h) - 1.0) * 0.5;

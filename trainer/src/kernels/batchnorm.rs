@@ -1,7 +1,8 @@
 //! Batch normalisation over (N, H, W) per channel. Training uses batch statistics (biased variance
 //! to normalise, unbiased for the running estimate, PyTorch convention); eval uses running stats.
 
-use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, Axis, Zip};
+use ndarray::{Array1, Array4, ArrayView1, ArrayView4, ArrayViewMut1, Zip};
+use rayon::prelude::*;
 
 /// What the backward pass needs from the forward pass.
 pub struct BnCache {
@@ -9,11 +10,52 @@ pub struct BnCache {
     pub inv_std: Array1<f32>,
 }
 
-fn channel_sums(a: &ArrayView4<f32>) -> Array1<f32> {
-    a.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0))
+/// Σ f(a[i], b[i]) with 8 independent f32 accumulators, so the compiler can vectorise it.
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    for (xa, xb) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += f(xa[j], xb[j]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per channel (Σ f(a, b), Σ g(a, b)) over (N, H, W); parallel over channels. Each H·W plane is
+/// summed in f32 and planes are added in f64, so a whole batch keeps full f32 precision.
+fn channel_sums2(
+    a: &[f32],
+    b: &[f32],
+    [n, c, hw]: [usize; 3],
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+    g: impl Fn(usize, f32, f32) -> f32 + Sync,
+) -> (Array1<f32>, Array1<f32>) {
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            let (mut sf, mut sg) = (0f64, 0f64);
+            for ni in 0..n {
+                let plane = (ni * c + ci) * hw..(ni * c + ci + 1) * hw;
+                sf += lane_sum(&a[plane.clone()], &b[plane.clone()], |x, y| f(ci, x, y)) as f64;
+                sg += lane_sum(&a[plane.clone()], &b[plane], |x, y| g(ci, x, y)) as f64;
+            }
+            (sf as f32, sg as f32)
+        })
+        .collect();
+    let (sf, sg): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
+    (Array1::from(sf), Array1::from(sg))
+}
+
+/// Standard-layout data of a [N, C, H, W] tensor and its [N, C, H·W] sizes.
+fn planes<'a>(x: &'a ndarray::CowArray<'a, f32, ndarray::Ix4>) -> (&'a [f32], [usize; 3]) {
+    let (n, c, h, w) = x.dim();
+    (x.as_slice().expect("standard layout"), [n, c, h * w])
 }
 
 /// CPU twin (train mode): returns y, the cache, and updates the running stats in place.
+/// One statistics pass (Σx, Σx² per channel) and one pass writing x̂ and y.
 #[allow(clippy::too_many_arguments)]
 pub fn cpu_forward_train(
     x: ArrayView4<f32>,
@@ -24,15 +66,26 @@ pub fn cpu_forward_train(
     eps: f32,
     momentum: f32,
 ) -> (Array4<f32>, BnCache) {
-    let (n, _, h, w) = x.dim();
-    let m = (n * h * w) as f32;
-    let mean = channel_sums(&x) / m;
-    let centered = &x - &mean.view().into_shape_with_order((1, mean.len(), 1, 1)).unwrap();
-    let var = channel_sums(&(&centered * &centered).view()) / m;
+    let x = x.as_standard_layout();
+    let (xs, [n, c, hw]) = planes(&x);
+    let m = (n * hw) as f32;
+    // Shifting by the first pixel of each channel keeps Σx² − (Σx)²/M from cancelling badly.
+    let shift = Array1::from_shape_fn(c, |ci| xs[ci * hw]);
+    let (s1, s2) = channel_sums2(xs, xs, [n, c, hw], |ci, v, _| v - shift[ci], |ci, v, _| (v - shift[ci]) * (v - shift[ci]));
+    let mean = &shift + &(&s1 / m);
+    let var = Zip::from(&s1).and(&s2).map_collect(|&s1, &s2| ((s2 - s1 * s1 / m) / m).max(0.0));
     let inv_std = var.mapv(|v| 1.0 / (v + eps).sqrt());
-    let bshape = |a: &Array1<f32>| a.clone().into_shape_with_order((1, a.len(), 1, 1)).unwrap();
-    let xhat = &centered * &bshape(&inv_std);
-    let y = &xhat * &bshape(&gamma.to_owned()) + &bshape(&beta.to_owned());
+    let mut xhat = Array4::<f32>::zeros(x.raw_dim());
+    let mut y = Array4::<f32>::zeros(x.raw_dim());
+    let outs = xhat.as_slice_mut().expect("fresh").par_chunks_mut(hw).zip(y.as_slice_mut().expect("fresh").par_chunks_mut(hw));
+    outs.zip(xs.par_chunks(hw)).enumerate().for_each(|(plane, ((xh, yp), xp))| {
+        let ci = plane % c;
+        let (mu, inv, g, b) = (mean[ci], inv_std[ci], gamma[ci], beta[ci]);
+        for ((h, y), &v) in xh.iter_mut().zip(yp.iter_mut()).zip(xp) {
+            *h = (v - mu) * inv;
+            *y = *h * g + b;
+        }
+    });
     let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
     Zip::from(&mut running_mean).and(&mean).for_each(|r, &b| *r = (1.0 - momentum) * *r + momentum * b);
     Zip::from(&mut running_var).and(&var).for_each(|r, &b| *r = (1.0 - momentum) * *r + momentum * b * unbiased);
@@ -56,17 +109,25 @@ pub fn cpu_forward_eval(
     &x * &scale + &shift
 }
 
-/// CPU twin of the backward pass: (dx, dgamma, dbeta).
+/// CPU twin of the backward pass: (dx, dgamma, dbeta). One reduction pass, one dx pass.
 pub fn cpu_backward(dy: ArrayView4<f32>, gamma: ArrayView1<f32>, cache: &BnCache) -> (Array4<f32>, Array1<f32>, Array1<f32>) {
-    let (n, c, h, w) = dy.dim();
-    let m = (n * h * w) as f32;
-    let dbeta = channel_sums(&dy);
-    let dgamma = channel_sums(&(&dy * &cache.xhat).view());
-    let k = Array1::from_shape_fn(c, |i| gamma[i] * cache.inv_std[i] / m).into_shape_with_order((1, c, 1, 1)).unwrap();
-    let db = dbeta.clone().into_shape_with_order((1, c, 1, 1)).unwrap();
-    let dg = dgamma.clone().into_shape_with_order((1, c, 1, 1)).unwrap();
+    let dy = dy.as_standard_layout();
+    let (dys, [n, c, hw]) = planes(&dy);
+    let xhs = cache.xhat.as_slice().expect("standard layout");
+    let m = (n * hw) as f32;
+    let (dbeta, dgamma) = channel_sums2(dys, xhs, [n, c, hw], |_, d, _| d, |_, d, xh| d * xh);
     // dx = γ·σ⁻¹/M · (M·dy − Σdy − x̂·Σ(dy·x̂))
-    let dx = (&dy * m - &db - &cache.xhat * &dg) * &k;
+    let k = &gamma * &cache.inv_std / m;
+    let mut dx = Array4::<f32>::zeros(dy.raw_dim());
+    dx.as_slice_mut().expect("fresh").par_chunks_mut(hw).zip(dys.par_chunks(hw).zip(xhs.par_chunks(hw))).enumerate().for_each(
+        |(plane, (dxp, (dyp, xhp)))| {
+            let ci = plane % c;
+            let (k, db, dg) = (k[ci], dbeta[ci], dgamma[ci]);
+            for ((o, &d), &xh) in dxp.iter_mut().zip(dyp).zip(xhp) {
+                *o = k * (m * d - db - xh * dg);
+            }
+        },
+    );
     (dx, dgamma, dbeta)
 }
 

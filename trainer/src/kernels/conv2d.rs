@@ -3,7 +3,7 @@
 //! Backward-data: dcols[n] = Wᵀ · dY[n], then col2im (a gather, so no atomics on the GPU).
 //! `conv2d.wgsl` holds im2col / col2im; the products run on `matmul.wgsl`.
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, Axis, Zip};
+use ndarray::{Array1, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, Zip, s};
 use rayon::prelude::*;
 
 /// Output side length for input side `h`.
@@ -11,14 +11,20 @@ pub fn out_size(h: usize, kernel: usize, stride: usize, pad: usize) -> usize {
     (h + 2 * pad - kernel) / stride + 1
 }
 
-/// One image [C, H, W] → columns [C·k·k, OH·OW].
-pub fn im2col(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize) -> Array2<f32> {
-    let (c, h, w) = x.dim();
+/// For stride 1: the output columns ox in lo..hi whose input column ox + kx − pad is inside 0..w.
+fn in_bounds(kx: usize, pad: usize, w: usize, ow: usize) -> (usize, usize) {
+    let lo = pad.saturating_sub(kx);
+    (lo, ow.min((w + pad).saturating_sub(kx)).max(lo))
+}
+
+/// One image [C, H, W] → columns [C·k·k, OH·OW], written into `out` (zeroed by the caller;
+/// each row of `out` must be contiguous, e.g. a column block of a wider matrix).
+pub fn im2col_into(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize, mut out: ArrayViewMut2<f32>) {
+    let (_, h, w) = x.dim();
     let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
-    let mut cols = Array2::<f32>::zeros((c * kernel * kernel, oh * ow));
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
-    for (row, mut out) in cols.outer_iter_mut().enumerate() {
+    for (row, mut out) in out.outer_iter_mut().enumerate() {
         let (ci, ky, kx) = (row / (kernel * kernel), (row / kernel) % kernel, row % kernel);
         let out = out.as_slice_mut().expect("contiguous row");
         for oy in 0..oh {
@@ -27,38 +33,111 @@ pub fn im2col(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize) -> A
                 continue;
             }
             let src = &xs[(ci * h + iy as usize) * w..][..w];
-            for ox in 0..ow {
+            let dst = &mut out[oy * ow..][..ow];
+            if stride == 1 {
+                // ix = ox + kx − pad: one contiguous copy of the in-bounds run.
+                let (lo, hi) = in_bounds(kx, pad, w, ow);
+                dst[lo..hi].copy_from_slice(&src[lo + kx - pad..hi + kx - pad]);
+                continue;
+            }
+            for (ox, d) in dst.iter_mut().enumerate() {
                 let ix = (ox * stride + kx) as isize - pad as isize;
                 if ix >= 0 && ix < w as isize {
-                    out[oy * ow + ox] = src[ix as usize];
+                    *d = src[ix as usize];
                 }
             }
         }
     }
+}
+
+/// One image [C, H, W] → columns [C·k·k, OH·OW].
+pub fn im2col(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize) -> Array2<f32> {
+    let (c, h, w) = x.dim();
+    let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
+    let mut cols = Array2::<f32>::zeros((c * kernel * kernel, oh * ow));
+    im2col_into(x, kernel, stride, pad, cols.view_mut());
     cols
 }
 
-/// Columns [C·k·k, OH·OW] → image gradient [C, H, W] (sums overlapping taps).
-pub fn col2im(cols: ArrayView2<f32>, shape: [usize; 3], kernel: usize, stride: usize, pad: usize) -> Array3<f32> {
-    let [c, h, w] = shape;
+/// Images [B, C, H, W] → columns [C·k·k, B·OH·OW] (image b in columns b·OH·OW..), so one
+/// matrix product covers a chunk of the batch.
+fn im2col_batch(x: ArrayView4<f32>, kernel: usize, stride: usize, pad: usize) -> Array2<f32> {
+    let (b, c, h, w) = x.dim();
+    let hw = out_size(h, kernel, stride, pad) * out_size(w, kernel, stride, pad);
+    let mut cols = Array2::<f32>::zeros((c * kernel * kernel, b * hw));
+    for (i, xi) in x.outer_iter().enumerate() {
+        im2col_into(xi, kernel, stride, pad, cols.slice_mut(s![.., i * hw..(i + 1) * hw]));
+    }
+    cols
+}
+
+/// Images [B, C, H, W] → rows [B·OH·OW, C·k·k]: the transpose of [`im2col_batch`], built
+/// directly because the backward-weights product dY · rows runs twice as fast with a row-major
+/// right operand as with a transposed view of the columns.
+fn im2row_batch(x: ArrayView4<f32>, kernel: usize, stride: usize, pad: usize) -> Array2<f32> {
+    let (b, c, h, w) = x.dim();
     let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
-    let mut x = Array3::<f32>::zeros((c, h, w));
-    let xs = x.as_slice_mut().expect("fresh array");
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout");
+    let ckk = c * kernel * kernel;
+    let mut rows = Array2::<f32>::zeros((b * oh * ow, ckk));
+    let out = rows.as_slice_mut().expect("fresh");
+    for (p, row) in out.chunks_exact_mut(ckk).enumerate() {
+        let (i, oy, ox) = (p / (oh * ow), (p / ow) % oh, p % ow);
+        let (y0, x0) = ((oy * stride) as isize - pad as isize, (ox * stride) as isize - pad as isize);
+        for ci in 0..c {
+            let plane = &xs[(i * c + ci) * h * w..][..h * w];
+            for ky in 0..kernel {
+                let iy = y0 + ky as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let dst = &mut row[(ci * kernel + ky) * kernel..][..kernel];
+                for (kx, d) in dst.iter_mut().enumerate() {
+                    let ix = x0 + kx as isize;
+                    if ix >= 0 && ix < w as isize {
+                        *d = plane[iy as usize * w + ix as usize];
+                    }
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Columns [C·k·k, OH·OW] → image gradient [C, H, W] (sums overlapping taps) into `x` (zeroed).
+fn col2im_into(cols: ArrayView2<f32>, kernel: usize, stride: usize, pad: usize, mut x: ArrayViewMut3<f32>) {
+    let (_, h, w) = x.dim();
+    let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
+    let xs = x.as_slice_mut().expect("contiguous image");
     for (row, col) in cols.outer_iter().enumerate() {
         let (ci, ky, kx) = (row / (kernel * kernel), (row / kernel) % kernel, row % kernel);
+        let col = col.to_slice().expect("contiguous row");
         for oy in 0..oh {
             let iy = (oy * stride + ky) as isize - pad as isize;
             if iy < 0 || iy >= h as isize {
                 continue;
             }
-            for ox in 0..ow {
+            let dst = &mut xs[(ci * h + iy as usize) * w..][..w];
+            if stride == 1 {
+                let (lo, hi) = in_bounds(kx, pad, w, ow);
+                dst[lo + kx - pad..hi + kx - pad].iter_mut().zip(&col[oy * ow + lo..oy * ow + hi]).for_each(|(d, &v)| *d += v);
+                continue;
+            }
+            for (ox, &v) in col[oy * ow..][..ow].iter().enumerate() {
                 let ix = (ox * stride + kx) as isize - pad as isize;
                 if ix >= 0 && ix < w as isize {
-                    xs[(ci * h + iy as usize) * w + ix as usize] += col[oy * ow + ox];
+                    dst[ix as usize] += v;
                 }
             }
         }
     }
+}
+
+/// Columns [C·k·k, OH·OW] → image gradient [C, H, W] (sums overlapping taps).
+pub fn col2im(cols: ArrayView2<f32>, shape: [usize; 3], kernel: usize, stride: usize, pad: usize) -> Array3<f32> {
+    let mut x = Array3::<f32>::zeros(shape);
+    col2im_into(cols, kernel, stride, pad, x.view_mut());
     x
 }
 
@@ -67,56 +146,79 @@ fn weight_matrix(w: ArrayView4<f32>) -> ArrayView2<f32> {
     w.into_shape_with_order((o, i * k * k)).expect("conv weight must be contiguous")
 }
 
-/// CPU twin: x [N, C, H, W], w [O, C, k, k], b [O] → y [N, O, OH, OW]. Parallel over the batch.
+/// Images per matrix product on the CPU: enough columns for the GEMM to run near peak on small
+/// feature maps, few enough that the batch still splits evenly over the threads.
+fn chunk_len(n: usize) -> usize {
+    n.div_ceil(2 * rayon::current_num_threads()).clamp(1, 16)
+}
+
+/// CPU twin: x [N, C, H, W], w [O, C, k, k], b [O] → y [N, O, OH, OW]. Parallel over chunks of
+/// the batch, one W · cols product per chunk.
 pub fn cpu_forward(x: ArrayView4<f32>, w: ArrayView4<f32>, b: ArrayView1<f32>, stride: usize, pad: usize) -> Array4<f32> {
     let (n, _, h, wd) = x.dim();
     let (o, _, k, _) = w.dim();
     let (oh, ow) = (out_size(h, k, stride, pad), out_size(wd, k, stride, pad));
+    let hw = oh * ow;
     let wm = weight_matrix(w);
+    let chunk = chunk_len(n);
     let mut y = Array4::<f32>::zeros((n, o, oh, ow));
-    Zip::from(y.outer_iter_mut()).and(x.outer_iter()).par_for_each(|mut yn, xn| {
-        let cols = im2col(xn, k, stride, pad);
-        let mut ym = yn.view_mut().into_shape_with_order((o, oh * ow)).expect("contiguous");
-        ndarray::linalg::general_mat_mul(1.0, &wm, &cols, 0.0, &mut ym);
-        for (mut row, &bias) in ym.outer_iter_mut().zip(b.iter()) {
-            row += bias;
+    y.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter().zip(x.axis_chunks_iter(Axis(0), chunk)).for_each(|(mut yc, xc)| {
+        let cols = im2col_batch(xc, k, stride, pad);
+        let mut prod = Array2::<f32>::zeros((o, cols.ncols()));
+        ndarray::linalg::general_mat_mul(1.0, &wm, &cols, 0.0, &mut prod);
+        for (i, mut yi) in yc.outer_iter_mut().enumerate() {
+            let mut yi = yi.view_mut().into_shape_with_order((o, hw)).expect("contiguous");
+            Zip::from(yi.rows_mut()).and(prod.slice(s![.., i * hw..(i + 1) * hw]).rows()).and(&b).for_each(|mut dst, src, &bias| {
+                Zip::from(&mut dst).and(&src).for_each(|d, &v| *d = v + bias);
+            });
         }
     });
     y
 }
 
 pub struct ConvGrads {
-    pub dx: Array4<f32>,
+    /// None when the caller does not need the input gradient (the model's first layer).
+    pub dx: Option<Array4<f32>>,
     pub dw: Array4<f32>,
     pub db: Array1<f32>,
 }
 
-/// CPU twin of backward-data + backward-weights + bias gradient.
-pub fn cpu_backward(x: ArrayView4<f32>, w: ArrayView4<f32>, dy: ArrayView4<f32>, stride: usize, pad: usize) -> ConvGrads {
+/// CPU twin of backward-weights + bias gradient and, when `need_dx`, backward-data.
+/// Per chunk of the batch: dW += dY·rows (rows = colsᵀ) and dcols = Wᵀ·dY → col2im.
+pub fn cpu_backward(x: ArrayView4<f32>, w: ArrayView4<f32>, dy: ArrayView4<f32>, stride: usize, pad: usize, need_dx: bool) -> ConvGrads {
     let (n, c, h, wd) = x.dim();
     let (o, _, k, _) = w.dim();
     let (_, _, oh, ow) = dy.dim();
+    let hw = oh * ow;
     let wm = weight_matrix(w);
     let dy = dy.as_standard_layout();
-    let mut dx = Array4::<f32>::zeros((n, c, h, wd));
-    let dwm = dx
-        .outer_iter_mut()
-        .into_par_iter()
-        .zip(x.outer_iter().into_par_iter())
-        .zip(dy.outer_iter().into_par_iter())
-        .fold(
-            || Array2::<f32>::zeros((o, c * k * k)),
-            |mut dwm, ((mut dxn, xn), dyn_)| {
-                let cols = im2col(xn, k, stride, pad);
-                let dym = dyn_.into_shape_with_order((o, oh * ow)).expect("contiguous");
-                ndarray::linalg::general_mat_mul(1.0, &dym, &cols.t(), 1.0, &mut dwm);
-                let dcols = wm.t().dot(&dym);
-                dxn.assign(&col2im(dcols.view(), [c, h, wd], k, stride, pad));
-                dwm
-            },
-        )
-        .reduce(|| Array2::<f32>::zeros((o, c * k * k)), |a, b| a + b);
-    let db = dy.sum_axis(Axis(3)).sum_axis(Axis(2)).sum_axis(Axis(0));
+    let chunk = chunk_len(n);
+    let per_chunk = |(mut dwm, mut db): (Array2<f32>, Array1<f32>), (dxc, (xc, dyc)): (Option<ArrayViewMut4<f32>>, (ArrayView4<f32>, ArrayView4<f32>))| {
+        let rows = im2row_batch(xc, k, stride, pad);
+        // dY of the chunk as [O, B·OH·OW], the row order of `rows`.
+        let mut dym = Array2::<f32>::zeros((o, rows.nrows()));
+        for (i, dyi) in dyc.outer_iter().enumerate() {
+            let dyi = dyi.into_shape_with_order((o, hw)).expect("contiguous");
+            dym.slice_mut(s![.., i * hw..(i + 1) * hw]).assign(&dyi);
+        }
+        ndarray::linalg::general_mat_mul(1.0, &dym, &rows, 1.0, &mut dwm);
+        db += &dym.sum_axis(Axis(1));
+        if let Some(mut dxc) = dxc {
+            let dcols = wm.t().dot(&dym);
+            for (i, dxi) in dxc.outer_iter_mut().enumerate() {
+                col2im_into(dcols.slice(s![.., i * hw..(i + 1) * hw]), k, stride, pad, dxi);
+            }
+        }
+        (dwm, db)
+    };
+    let zero = || (Array2::<f32>::zeros((o, c * k * k)), Array1::<f32>::zeros(o));
+    let sum = |a: (Array2<f32>, Array1<f32>), b: (Array2<f32>, Array1<f32>)| (a.0 + b.0, a.1 + b.1);
+    let inputs = x.axis_chunks_iter(Axis(0), chunk).into_par_iter().zip(dy.axis_chunks_iter(Axis(0), chunk));
+    let mut dx = need_dx.then(|| Array4::<f32>::zeros((n, c, h, wd)));
+    let (dwm, db) = match dx.as_mut() {
+        Some(dx) => dx.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter().map(Some).zip(inputs).fold(zero, per_chunk).reduce(zero, sum),
+        None => inputs.map(|pair| (None, pair)).fold(zero, per_chunk).reduce(zero, sum),
+    };
     let dw = dwm.into_shape_with_order((o, c, k, k)).expect("contiguous");
     ConvGrads { dx, dw, db }
 }
@@ -240,12 +342,41 @@ mod tests {
 
     #[test]
     fn im2col_path_matches_direct_convolution() {
-        for s in [ConvShape { n: 2, c: 3, h: 9, w: 7, o: 4, k: 3, stride: 1, pad: 1 }, ConvShape { n: 2, c: 3, h: 9, w: 8, o: 5, k: 3, stride: 2, pad: 1 }] {
+        for s in [
+            ConvShape { n: 2, c: 3, h: 9, w: 7, o: 4, k: 3, stride: 1, pad: 1 },
+            ConvShape { n: 2, c: 3, h: 9, w: 8, o: 5, k: 3, stride: 2, pad: 1 },
+            // Several images per matrix product (chunks of 10, the last one short).
+            ConvShape { n: 37, c: 3, h: 7, w: 7, o: 6, k: 3, stride: 1, pad: 1 },
+        ] {
             let (x, w, b) = arrays(&s, 40);
             let fast = cpu_forward(x.view(), w.view(), b.view(), s.stride, s.pad);
             let slow = naive_forward(x.view(), w.view(), b.view(), s.stride, s.pad);
             assert!(fast.iter().zip(&slow).all(|(a, b)| close(*a, *b, REDUCTION)));
         }
+    }
+
+    /// The chunked backward (several images per product, partial sums reduced across threads)
+    /// equals the sum of one-image backwards; skipping dx changes nothing else.
+    #[test]
+    fn batched_backward_equals_sum_over_images() {
+        let s = ConvShape { n: 37, c: 3, h: 7, w: 6, o: 5, k: 3, stride: 1, pad: 1 };
+        let (x, w, _) = arrays(&s, 50);
+        let dy = Array4::from_shape_vec((s.n, s.o, s.oh(), s.ow()), random(s.out_len(), 51)).unwrap();
+        let all = cpu_backward(x.view(), w.view(), dy.view(), s.stride, s.pad, true);
+        let (mut dw, mut db) = (Array4::<f32>::zeros(w.dim()), Array1::<f32>::zeros(s.o));
+        for i in 0..s.n {
+            let one = cpu_backward(x.slice(s![i..i + 1, .., .., ..]), w.view(), dy.slice(s![i..i + 1, .., .., ..]), s.stride, s.pad, true);
+            let dx_one = one.dx.unwrap();
+            let dx_all = all.dx.as_ref().unwrap().slice(s![i..i + 1, .., .., ..]).to_owned();
+            assert!(dx_one.iter().zip(&dx_all).all(|(a, b)| close(*a, *b, REDUCTION)), "dx of image {i}");
+            dw += &one.dw;
+            db += &one.db;
+        }
+        assert!(dw.iter().zip(&all.dw).all(|(a, b)| close(*a, *b, REDUCTION)));
+        assert!(db.iter().zip(&all.db).all(|(a, b)| close(*a, *b, REDUCTION)));
+        let no_dx = cpu_backward(x.view(), w.view(), dy.view(), s.stride, s.pad, false);
+        assert!(no_dx.dx.is_none());
+        assert_eq!((no_dx.dw, no_dx.db), (all.dw, all.db));
     }
 
     #[test]
@@ -260,7 +391,7 @@ mod tests {
             let (x, w, b) = arrays(&s, 41);
             let y = cpu_forward(x.view(), w.view(), b.view(), s.stride, s.pad);
             let dy = Array4::from_shape_vec(y.dim(), random(y.len(), 44)).unwrap();
-            let g = cpu_backward(x.view(), w.view(), dy.view(), s.stride, s.pad);
+            let g = cpu_backward(x.view(), w.view(), dy.view(), s.stride, s.pad, true);
 
             let up = |name, a: &[f32]| gpu.upload(name, a);
             let (gx, gw, gb, gdy) = (up("x", x.as_slice().unwrap()), up("w", w.as_slice().unwrap()), up("b", b.as_slice().unwrap()), up("dy", dy.as_slice().unwrap()));
@@ -273,7 +404,7 @@ mod tests {
             assert_gpu_matches_cpu("conv_fwd", &gpu.read_f32(&gy), y.as_slice().unwrap(), REDUCTION);
             assert_gpu_matches_cpu("conv_dw", &gpu.read_f32(&gdw), g.dw.as_slice().unwrap(), REDUCTION);
             assert_gpu_matches_cpu("conv_db", &gpu.read_f32(&gdb), g.db.as_slice().unwrap(), REDUCTION);
-            assert_gpu_matches_cpu("conv_dx", &gpu.read_f32(&gdx), g.dx.as_slice().unwrap(), REDUCTION);
+            assert_gpu_matches_cpu("conv_dx", &gpu.read_f32(&gdx), g.dx.as_ref().unwrap().as_slice().unwrap(), REDUCTION);
         }
     }
 
@@ -282,12 +413,12 @@ mod tests {
         let s = ConvShape { n: 2, c: 2, h: 5, w: 6, o: 3, k: 3, stride: 2, pad: 1 };
         let (x, w, b) = arrays(&s, 45);
         let r = Array4::from_shape_vec((s.n, s.o, s.oh(), s.ow()), random(s.out_len(), 48)).unwrap();
-        let g = cpu_backward(x.view(), w.view(), r.view(), s.stride, s.pad);
+        let g = cpu_backward(x.view(), w.view(), r.view(), s.stride, s.pad, true);
         let loss_x = |v: &[f32]| {
             let xa = Array4::from_shape_vec(x.dim(), v.to_vec()).unwrap();
             (cpu_forward(xa.view(), w.view(), b.view(), s.stride, s.pad) * &r).iter().map(|&v| v as f64).sum()
         };
-        check_finite_diff("conv_dx", x.as_slice().unwrap(), g.dx.as_slice().unwrap(), 40, loss_x);
+        check_finite_diff("conv_dx", x.as_slice().unwrap(), g.dx.as_ref().unwrap().as_slice().unwrap(), 40, loss_x);
         let loss_w = |v: &[f32]| {
             let wa = Array4::from_shape_vec(w.dim(), v.to_vec()).unwrap();
             (cpu_forward(x.view(), wa.view(), b.view(), s.stride, s.pad) * &r).iter().map(|&v| v as f64).sum()

@@ -2,45 +2,55 @@
 //! window's maximum (first maximum wins); backward routes gradients there. On the GPU the backward
 //! pass is a gather over the windows that contain each input pixel, so it needs no atomics.
 
-use ndarray::{Array4, ArrayView4, Zip};
+use ndarray::{Array4, ArrayView4};
+use rayon::prelude::*;
 
 pub fn out_size(h: usize, kernel: usize, stride: usize) -> usize {
     (h - kernel) / stride + 1
 }
 
 /// Returns (y, argmax) where argmax holds the index within the image plane (iy * W + ix).
+/// Parallel over (image, channel) planes.
 pub fn cpu_forward(x: ArrayView4<f32>, kernel: usize, stride: usize) -> (Array4<f32>, Array4<u32>) {
     let (n, c, h, w) = x.dim();
     let (oh, ow) = (out_size(h, kernel, stride), out_size(w, kernel, stride));
+    let x = x.as_standard_layout();
     let mut y = Array4::<f32>::zeros((n, c, oh, ow));
     let mut arg = Array4::<u32>::zeros((n, c, oh, ow));
-    Zip::indexed(&mut y).and(&mut arg).par_for_each(|(ni, ci, oy, ox), y, a| {
-        let mut best = f32::NEG_INFINITY;
-        let mut at = 0;
-        for ky in 0..kernel {
-            for kx in 0..kernel {
-                let (iy, ix) = (oy * stride + ky, ox * stride + kx);
-                let v = x[[ni, ci, iy, ix]];
-                if v > best {
-                    best = v;
-                    at = iy * w + ix;
+    let planes = x.as_slice().expect("standard layout").par_chunks(h * w);
+    let outs = y.as_slice_mut().expect("fresh").par_chunks_mut(oh * ow).zip(arg.as_slice_mut().expect("fresh").par_chunks_mut(oh * ow));
+    planes.zip(outs).for_each(|(xp, (yp, ap))| {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = f32::NEG_INFINITY;
+                let mut at = 0;
+                for iy in oy * stride..oy * stride + kernel {
+                    for ix in ox * stride..ox * stride + kernel {
+                        let v = xp[iy * w + ix];
+                        if v > best {
+                            best = v;
+                            at = iy * w + ix;
+                        }
+                    }
                 }
+                yp[oy * ow + ox] = best;
+                ap[oy * ow + ox] = at as u32;
             }
         }
-        *y = best;
-        *a = at as u32;
     });
     (y, arg)
 }
 
 pub fn cpu_backward(dy: ArrayView4<f32>, arg: ArrayView4<u32>, input_hw: [usize; 2]) -> Array4<f32> {
-    let (n, c, _, _) = dy.dim();
+    let (n, c, oh, ow) = dy.dim();
     let [h, w] = input_hw;
+    let (dy, arg) = (dy.as_standard_layout(), arg.as_standard_layout());
     let mut dx = Array4::<f32>::zeros((n, c, h, w));
-    Zip::from(dx.outer_iter_mut()).and(dy.outer_iter()).and(arg.outer_iter()).par_for_each(|mut dxn, dyn_, an| {
-        Zip::indexed(&dyn_).and(&an).for_each(|(ci, _, _), &d, &a| {
-            dxn[[ci, a as usize / w, a as usize % w]] += d;
-        });
+    let outs = dy.as_slice().expect("standard layout").par_chunks(oh * ow).zip(arg.as_slice().expect("standard layout").par_chunks(oh * ow));
+    dx.as_slice_mut().expect("fresh").par_chunks_mut(h * w).zip(outs).for_each(|(dxp, (dyp, ap))| {
+        for (&d, &a) in dyp.iter().zip(ap) {
+            dxp[a as usize] += d;
+        }
     });
     dx
 }

@@ -1,13 +1,25 @@
 //! ReLU. The backward pass masks with the forward output (y > 0), so only y is kept.
 
-use ndarray::{ArrayD, ArrayViewD, Zip};
+use ndarray::{ArrayD, ArrayViewD};
+use rayon::prelude::*;
+
+/// Elements per parallel task: big enough that the split costs nothing next to the loop.
+const GRAIN: usize = 1 << 15;
 
 pub fn cpu_forward(x: ArrayViewD<f32>) -> ArrayD<f32> {
-    x.mapv(|v| v.max(0.0))
+    let mut y = x.as_standard_layout().into_owned();
+    y.as_slice_mut().expect("standard layout").par_chunks_mut(GRAIN).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+    y
 }
 
 pub fn cpu_backward(y: ArrayViewD<f32>, dy: ArrayViewD<f32>) -> ArrayD<f32> {
-    Zip::from(&y).and(&dy).map_collect(|&y, &d| if y > 0.0 { d } else { 0.0 })
+    let y = y.as_standard_layout();
+    let mut dx = dy.as_standard_layout().into_owned();
+    let ys = y.as_slice().expect("standard layout").par_chunks(GRAIN);
+    dx.as_slice_mut().expect("standard layout").par_chunks_mut(GRAIN).zip(ys).for_each(|(d, y)| {
+        d.iter_mut().zip(y).for_each(|(d, &y)| if y <= 0.0 { *d = 0.0 });
+    });
+    dx
 }
 
 use super::{Arg, Dispatch, Kernel, Slot, groups_1d};

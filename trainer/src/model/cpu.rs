@@ -138,23 +138,26 @@ pub fn forward_train(arch: &Architecture, w: &mut Weights, x: ArrayView4<f32>, s
     (y.into_dimensionality::<Ix2>().expect("model must end in [N, classes]"), caches)
 }
 
-/// Gradients of every trainable tensor given d(loss)/d(logits). Returns (grads, d input).
-pub fn backward(arch: &Architecture, w: &Weights, caches: Vec<Cache>, dlogits: Array2<f32>) -> (Weights, ArrayD<f32>) {
+/// Gradients of every trainable tensor given d(loss)/d(logits). The input gradient is not
+/// computed (the first conv skips its backward-data product).
+pub fn backward(arch: &Architecture, w: &Weights, caches: Vec<Cache>, dlogits: Array2<f32>) -> Weights {
     let mut grads = Weights::new();
-    let dx = back(&arch.layers, "", w, caches, dlogits.into_dyn(), &mut grads);
-    (grads, dx)
+    back(&arch.layers, "", w, caches, dlogits.into_dyn(), &mut grads, false);
+    grads
 }
 
-fn back(layers: &[Layer], prefix: &str, w: &Weights, caches: Vec<Cache>, mut dy: ArrayD<f32>, grads: &mut Weights) -> ArrayD<f32> {
+/// Backward through `layers`; returns d input, which is only meaningful when `need_dx`.
+fn back(layers: &[Layer], prefix: &str, w: &Weights, caches: Vec<Cache>, mut dy: ArrayD<f32>, grads: &mut Weights, need_dx: bool) -> ArrayD<f32> {
     for (i, (layer, cache)) in layers.iter().zip(caches).enumerate().rev() {
         let p = format!("{prefix}{i}");
+        let need_dx = need_dx || i > 0;
         dy = match (layer, cache) {
             (&Layer::Conv2d { stride, pad, .. }, Cache::Conv { x }) => {
                 let wt = view(w, &format!("{p}.weight")).into_dimensionality::<Ix4>().unwrap();
-                let g = conv2d::cpu_backward(x.view(), wt, as4(&dy), stride, pad);
+                let g = conv2d::cpu_backward(x.view(), wt, as4(&dy), stride, pad, need_dx);
                 grads.insert(format!("{p}.weight"), g.dw.into_dyn());
                 grads.insert(format!("{p}.bias"), g.db.into_dyn());
-                g.dx.into_dyn()
+                g.dx.map_or_else(|| ArrayD::zeros(IxDyn(&[0])), |dx| dx.into_dyn())
             }
             (Layer::BatchNorm2d { .. }, Cache::Bn(cache)) => {
                 let gamma = view(w, &format!("{p}.gamma")).into_dimensionality::<Ix1>().unwrap();
@@ -178,8 +181,8 @@ fn back(layers: &[Layer], prefix: &str, w: &Weights, caches: Vec<Cache>, mut dy:
                 dy2.dot(&wt).into_dyn()
             }
             (Layer::Residual { body, shortcut }, Cache::Residual { body: cb, shortcut: cs }) => {
-                let db = back(body, &format!("{p}.body."), w, cb, dy.clone(), grads);
-                let ds = back(shortcut, &format!("{p}.shortcut."), w, cs, dy, grads);
+                let db = back(body, &format!("{p}.body."), w, cb, dy.clone(), grads, true);
+                let ds = back(shortcut, &format!("{p}.shortcut."), w, cs, dy, grads, true);
                 db + ds
             }
             (layer, _) => panic!("cache does not match layer {layer:?} at {p} (was forward run in train mode?)"),
@@ -219,7 +222,7 @@ mod tests {
             let mut w = weights.clone();
             let (logits, caches) = forward_train(&arch, &mut w, x.view(), 0);
             let out = softmax_xent::cpu_forward_backward(logits.view(), &labels, 0.1);
-            let (grads, _) = backward(&arch, &weights, caches, out.dlogits);
+            let grads = backward(&arch, &weights, caches, out.dlogits);
             for (name_t, g) in &grads {
                 let base = weights[name_t].as_slice().unwrap().to_vec();
                 let loss = |v: &[f32]| {

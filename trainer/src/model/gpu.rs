@@ -602,7 +602,7 @@ mod tests {
         let raw = Array3::from_shape_vec((n, 12, 12), random(n * 144, 50)).unwrap().mapv(|v| v * 0.5 + 0.5);
         let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
         let optim = OptimConfig { kind: OptimizerKind::Adamw, lr: 1e-3, weight_decay: 0.01, momentum: 0.9 };
-        let aug = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 1.5, mean: 0.5, std: 0.5 };
+        let aug = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 1.5, flip: true, mean: 0.5, std: 0.5 };
         let cfg = GpuTrainConfig { batch: n, optim, smoothing: 0.1, augment: aug };
         let kernels = Kernels::new(&gpu);
         let mut model = GpuModel::new(gpu.clone(), &kernels, &arch, &weights, cfg).unwrap();
@@ -614,7 +614,7 @@ mod tests {
         let x = augment::cpu_apply(raw.view(), &aug, crate::train::augment_seed(step_seed), 10);
         let (logits, caches) = cpu::forward_train(&arch, &mut w, x.view(), step_seed);
         let out = softmax_xent::cpu_forward_backward(logits.view(), &labels, 0.1);
-        let (grads, _) = cpu::backward(&arch, &w, caches, out.dlogits);
+        let grads = cpu::backward(&arch, &w, caches, out.dlogits);
         assert_gpu_matches_cpu(&format!("{name} loss"), &[loss as f32, correct as f32], &[out.loss.sum(), out.correct.sum()], COMPOSED);
 
         let gpu_grads = model.gradients();
