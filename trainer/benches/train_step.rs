@@ -1,6 +1,7 @@
 //! Training-step throughput (images/s) of the zoo models on every backend this machine has:
 //! the CPU reference and each wgpu adapter, labelled "<backend>/<adapter>".
 //! Run: `cargo bench -p kana-trainer --bench train_step` (KANA_BENCH_MODELS=cnn,resnet to pick).
+//! Software rasterisers (lavapipe: ~100 s per step) are skipped unless KANA_BENCH_SOFTWARE=1.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kana_trainer::kernels::Kernels;
@@ -24,7 +25,11 @@ fn bench(c: &mut Criterion) {
     group.warm_up_time(std::time::Duration::from_secs(2));
     group.measurement_time(std::time::Duration::from_secs(8));
     group.throughput(Throughput::Elements(BATCH as u64));
-    let adapters = kana_trainer::gpu::list_adapters(wgpu::Backends::all());
+    let software = std::env::var("KANA_BENCH_SOFTWARE").is_ok_and(|v| v == "1");
+    let adapters: Vec<_> = kana_trainer::gpu::list_adapters(wgpu::Backends::all())
+        .into_iter()
+        .filter(|a| software || a.device_type != wgpu::DeviceType::Cpu)
+        .collect();
     for name in models.split(',') {
         let arch = zoo(name, [1, 28, 28], 10).expect("zoo model");
         let weights = init_weights(&arch, 0);
