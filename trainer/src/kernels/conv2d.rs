@@ -3,7 +3,7 @@
 //! Backward-data: dcols[n] = Wᵀ · dY[n], then col2im (a gather, so no atomics on the GPU).
 //! `conv2d.wgsl` holds im2col / col2im; the products run on `matmul.wgsl`.
 
-use ndarray::{Array1, Array2, Array3, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, Zip, s};
+use ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, Zip, s};
 use rayon::prelude::*;
 
 /// Output side length for input side `h`.
@@ -19,7 +19,7 @@ fn in_bounds(kx: usize, pad: usize, w: usize, ow: usize) -> (usize, usize) {
 
 /// One image [C, H, W] → columns [C·k·k, OH·OW], written into `out` (zeroed by the caller;
 /// each row of `out` must be contiguous, e.g. a column block of a wider matrix).
-pub fn im2col_into(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize, mut out: ArrayViewMut2<f32>) {
+fn im2col_into(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize, mut out: ArrayViewMut2<f32>) {
     let (_, h, w) = x.dim();
     let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
     let x = x.as_standard_layout();
@@ -48,15 +48,6 @@ pub fn im2col_into(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize,
             }
         }
     }
-}
-
-/// One image [C, H, W] → columns [C·k·k, OH·OW].
-pub fn im2col(x: ArrayView3<f32>, kernel: usize, stride: usize, pad: usize) -> Array2<f32> {
-    let (c, h, w) = x.dim();
-    let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
-    let mut cols = Array2::<f32>::zeros((c * kernel * kernel, oh * ow));
-    im2col_into(x, kernel, stride, pad, cols.view_mut());
-    cols
 }
 
 /// Images [B, C, H, W] → columns [C·k·k, B·OH·OW] (image b in columns b·OH·OW..), so one
@@ -132,13 +123,6 @@ fn col2im_into(cols: ArrayView2<f32>, kernel: usize, stride: usize, pad: usize, 
             }
         }
     }
-}
-
-/// Columns [C·k·k, OH·OW] → image gradient [C, H, W] (sums overlapping taps).
-pub fn col2im(cols: ArrayView2<f32>, shape: [usize; 3], kernel: usize, stride: usize, pad: usize) -> Array3<f32> {
-    let mut x = Array3::<f32>::zeros(shape);
-    col2im_into(cols, kernel, stride, pad, x.view_mut());
-    x
 }
 
 fn weight_matrix(w: ArrayView4<f32>) -> ArrayView2<f32> {
