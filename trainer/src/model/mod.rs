@@ -17,7 +17,8 @@ pub const NORM_MEAN: f32 = 0.5;
 pub const NORM_STD: f32 = 0.5;
 
 /// Models by name. Both are sized to train on a CPU-only machine.
-/// - `cnn`: 3 conv-bn-relu blocks with two max-pools and a linear head (~0.09M parameters).
+/// - `cnn`: 3 conv-bn-relu blocks (32, 64, 128 channels) with two max-pools and a linear head
+///   (~0.16M parameters on 28×28, 0.6 MB as f32).
 /// - `resnet`: a stem and three residual blocks with batch-norm, global average pool (~0.2M).
 pub fn zoo(name: &str, input: [usize; 3], classes: usize) -> Option<Architecture> {
     let [c, h, w] = input;
@@ -35,12 +36,12 @@ pub fn zoo(name: &str, input: [usize; 3], classes: usize) -> Option<Architecture
                 bn(64),
                 Layer::Relu,
                 Layer::MaxPool2d { kernel: 2, stride: 2 },
-                conv(64, 64, 1),
-                bn(64),
+                conv(64, 128, 1),
+                bn(128),
                 Layer::Relu,
                 Layer::Flatten,
                 Layer::Dropout { p: 0.3 },
-                Layer::Linear { in_features: 64 * fh * fw, out_features: classes },
+                Layer::Linear { in_features: 128 * fh * fw, out_features: classes },
             ]
         }
         "resnet" => {
