@@ -19,7 +19,7 @@ pub const NORM_STD: f32 = 0.5;
 /// Models by name. Both are sized to train on a CPU-only machine.
 /// - `cnn`: 3 conv-bn-relu blocks (32, 64, 128 channels) with two max-pools and a linear head
 ///   (~0.16M parameters on 28×28, 0.6 MB as f32).
-/// - `resnet`: a stem and three residual blocks with batch-norm, global average pool (~0.2M).
+/// - `resnet`: a stem and three residual blocks with batch-norm, global average pool (~0.15M).
 pub fn zoo(name: &str, input: [usize; 3], classes: usize) -> Option<Architecture> {
     let [c, h, w] = input;
     let conv = |i, o, stride| Layer::Conv2d { in_ch: i, out_ch: o, kernel: 3, stride, pad: 1 };
