@@ -1,9 +1,10 @@
 //! 2-D convolution (NCHW, square kernel, zero padding) as im2col + matmul.
 //! Forward: y[n] = W[Cout, C·k·k] · cols[n] + b. Backward-weights: dW = Σn dY[n] · cols[n]ᵀ.
-//! Backward-data: dcols[n] = Wᵀ · dY[n], then col2im (a gather, so no atomics on the GPU).
+//! Backward-data: dcols[n] = Wᵀ · dY[n], then col2im (a gather, so no atomics on the GPU); the
+//! CPU twin runs stride-1 backward-data as a convolution with the flipped kernel instead.
 //! `conv2d.wgsl` holds im2col / col2im; the products run on `matmul.wgsl`.
 
-use ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, ArrayViewMut4, Axis, Zip, s};
+use ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, Axis, Zip, s};
 use rayon::prelude::*;
 
 /// Output side length for input side `h`.
@@ -60,40 +61,6 @@ fn im2col_batch(x: ArrayView4<f32>, kernel: usize, stride: usize, pad: usize) ->
         im2col_into(xi, kernel, stride, pad, cols.slice_mut(s![.., i * hw..(i + 1) * hw]));
     }
     cols
-}
-
-/// Images [B, C, H, W] → rows [B·OH·OW, C·k·k]: the transpose of [`im2col_batch`], built
-/// directly because the backward-weights product dY · rows runs twice as fast with a row-major
-/// right operand as with a transposed view of the columns.
-fn im2row_batch(x: ArrayView4<f32>, kernel: usize, stride: usize, pad: usize) -> Array2<f32> {
-    let (b, c, h, w) = x.dim();
-    let (oh, ow) = (out_size(h, kernel, stride, pad), out_size(w, kernel, stride, pad));
-    let x = x.as_standard_layout();
-    let xs = x.as_slice().expect("standard layout");
-    let ckk = c * kernel * kernel;
-    let mut rows = Array2::<f32>::zeros((b * oh * ow, ckk));
-    let out = rows.as_slice_mut().expect("fresh");
-    for (p, row) in out.chunks_exact_mut(ckk).enumerate() {
-        let (i, oy, ox) = (p / (oh * ow), (p / ow) % oh, p % ow);
-        let (y0, x0) = ((oy * stride) as isize - pad as isize, (ox * stride) as isize - pad as isize);
-        for ci in 0..c {
-            let plane = &xs[(i * c + ci) * h * w..][..h * w];
-            for ky in 0..kernel {
-                let iy = y0 + ky as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                let dst = &mut row[(ci * kernel + ky) * kernel..][..kernel];
-                for (kx, d) in dst.iter_mut().enumerate() {
-                    let ix = x0 + kx as isize;
-                    if ix >= 0 && ix < w as isize {
-                        *d = plane[iy as usize * w + ix as usize];
-                    }
-                }
-            }
-        }
-    }
-    rows
 }
 
 /// Columns [C·k·k, OH·OW] → image gradient [C, H, W] (sums overlapping taps) into `x` (zeroed).
@@ -167,44 +134,65 @@ pub struct ConvGrads {
     pub db: Array1<f32>,
 }
 
+/// dY of a chunk of images as one [O, B·OH·OW] matrix (the column order of `im2col_batch`).
+fn channels_by_pixels(dy: ArrayView4<f32>) -> Array2<f32> {
+    let (b, o, oh, ow) = dy.dim();
+    let hw = oh * ow;
+    let mut m = Array2::<f32>::zeros((o, b * hw));
+    for (i, dyi) in dy.outer_iter().enumerate() {
+        m.slice_mut(s![.., i * hw..(i + 1) * hw]).assign(&dyi.into_shape_with_order((o, hw)).expect("contiguous"));
+    }
+    m
+}
+
 /// CPU twin of backward-weights + bias gradient and, when `need_dx`, backward-data.
-/// Per chunk of the batch: dW += dY·rows (rows = colsᵀ) and dcols = Wᵀ·dY → col2im.
+/// Per chunk of the batch: dWᵀ += cols·dYᵀ (both operands stream along their rows, which keeps
+/// the GEMM's packing cheap), reduced across threads; dx from [`input_gradient`].
 pub fn cpu_backward(x: ArrayView4<f32>, w: ArrayView4<f32>, dy: ArrayView4<f32>, stride: usize, pad: usize, need_dx: bool) -> ConvGrads {
     let (n, c, h, wd) = x.dim();
     let (o, _, k, _) = w.dim();
-    let (_, _, oh, ow) = dy.dim();
-    let hw = oh * ow;
-    let wm = weight_matrix(w);
     let dy = dy.as_standard_layout();
     let chunk = chunk_len(n);
-    let per_chunk = |(mut dwm, mut db): (Array2<f32>, Array1<f32>), (dxc, (xc, dyc)): (Option<ArrayViewMut4<f32>>, (ArrayView4<f32>, ArrayView4<f32>))| {
-        let rows = im2row_batch(xc, k, stride, pad);
-        // dY of the chunk as [O, B·OH·OW], the row order of `rows`.
-        let mut dym = Array2::<f32>::zeros((o, rows.nrows()));
-        for (i, dyi) in dyc.outer_iter().enumerate() {
-            let dyi = dyi.into_shape_with_order((o, hw)).expect("contiguous");
-            dym.slice_mut(s![.., i * hw..(i + 1) * hw]).assign(&dyi);
-        }
-        ndarray::linalg::general_mat_mul(1.0, &dym, &rows, 1.0, &mut dwm);
+    let per_chunk = |(mut dwt, mut db): (Array2<f32>, Array1<f32>), (xc, dyc): (ArrayView4<f32>, ArrayView4<f32>)| {
+        let cols = im2col_batch(xc, k, stride, pad);
+        let dym = channels_by_pixels(dyc);
+        ndarray::linalg::general_mat_mul(1.0, &cols, &dym.t(), 1.0, &mut dwt);
         db += &dym.sum_axis(Axis(1));
-        if let Some(mut dxc) = dxc {
-            let dcols = wm.t().dot(&dym);
-            for (i, dxi) in dxc.outer_iter_mut().enumerate() {
-                col2im_into(dcols.slice(s![.., i * hw..(i + 1) * hw]), k, stride, pad, dxi);
-            }
-        }
-        (dwm, db)
+        (dwt, db)
     };
-    let zero = || (Array2::<f32>::zeros((o, c * k * k)), Array1::<f32>::zeros(o));
+    let zero = || (Array2::<f32>::zeros((c * k * k, o)), Array1::<f32>::zeros(o));
     let sum = |a: (Array2<f32>, Array1<f32>), b: (Array2<f32>, Array1<f32>)| (a.0 + b.0, a.1 + b.1);
     let inputs = x.axis_chunks_iter(Axis(0), chunk).into_par_iter().zip(dy.axis_chunks_iter(Axis(0), chunk));
-    let mut dx = need_dx.then(|| Array4::<f32>::zeros((n, c, h, wd)));
-    let (dwm, db) = match dx.as_mut() {
-        Some(dx) => dx.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter().map(Some).zip(inputs).fold(zero, per_chunk).reduce(zero, sum),
-        None => inputs.map(|pair| (None, pair)).fold(zero, per_chunk).reduce(zero, sum),
-    };
+    let (dwt, db) = inputs.fold(zero, per_chunk).reduce(zero, sum);
+    let dx = need_dx.then(|| input_gradient(dy.view(), w, stride, pad, [h, wd]));
+    let dwm = dwt.reversed_axes().as_standard_layout().into_owned();
     let dw = dwm.into_shape_with_order((o, c, k, k)).expect("contiguous");
     ConvGrads { dx, dw, db }
+}
+
+/// d(loss)/dx [N, C, H, W] from dY. Stride 1: a stride-1 convolution of dY with the kernel
+/// flipped and its channel axes swapped (padding k−1−pad), so it reuses the fast im2col forward
+/// instead of a scatter. Strided: dcols = Wᵀ·dY per chunk, scattered back by col2im.
+fn input_gradient(dy: ArrayView4<f32>, w: ArrayView4<f32>, stride: usize, pad: usize, [h, wd]: [usize; 2]) -> Array4<f32> {
+    let (n, _, oh, ow) = dy.dim();
+    let (_, c, k, _) = w.dim();
+    if stride == 1 && pad < k {
+        let flipped = w.permuted_axes([1, 0, 2, 3]).slice_move(s![.., .., ..;-1, ..;-1]).as_standard_layout().into_owned();
+        let dx = cpu_forward(dy, flipped.view(), Array1::zeros(c).view(), 1, k - 1 - pad);
+        debug_assert_eq!(dx.dim(), (n, c, h, wd));
+        return dx;
+    }
+    let hw = oh * ow;
+    let wm = weight_matrix(w);
+    let chunk = chunk_len(n);
+    let mut dx = Array4::<f32>::zeros((n, c, h, wd));
+    dx.axis_chunks_iter_mut(Axis(0), chunk).into_par_iter().zip(dy.axis_chunks_iter(Axis(0), chunk)).for_each(|(mut dxc, dyc)| {
+        let dcols = wm.t().dot(&channels_by_pixels(dyc));
+        for (i, dxi) in dxc.outer_iter_mut().enumerate() {
+            col2im_into(dcols.slice(s![.., i * hw..(i + 1) * hw]), k, stride, pad, dxi);
+        }
+    });
+    dx
 }
 
 /// Naive direct convolution, the reference the im2col path is checked against.
@@ -394,7 +382,13 @@ mod tests {
 
     #[test]
     fn cpu_backward_matches_finite_differences() {
-        let s = ConvShape { n: 2, c: 2, h: 5, w: 6, o: 3, k: 3, stride: 2, pad: 1 };
+        // Strided (col2im) and stride-1 (flipped-kernel convolution) backward-data paths.
+        for s in [ConvShape { n: 2, c: 2, h: 5, w: 6, o: 3, k: 3, stride: 2, pad: 1 }, ConvShape { n: 2, c: 2, h: 5, w: 4, o: 3, k: 3, stride: 1, pad: 1 }] {
+            check_backward_by_finite_differences(s);
+        }
+    }
+
+    fn check_backward_by_finite_differences(s: ConvShape) {
         let (x, w, b) = arrays(&s, 45);
         let r = Array4::from_shape_vec((s.n, s.o, s.oh(), s.ow()), random(s.out_len(), 48)).unwrap();
         let g = cpu_backward(x.view(), w.view(), r.view(), s.stride, s.pad, true);

@@ -635,12 +635,14 @@ mod tests {
             let grad = grads.get(&t.name).map(|a| a.as_standard_layout().to_owned());
             for (i, (&gv, &cv)) in g.iter().zip(c).enumerate() {
                 let tiny = grad.as_ref().is_some_and(|a| a.as_slice().unwrap()[i].abs() <= COMPOSED.abs);
-                let ok = crate::gpu::check::close(gv, cv, COMPOSED) || (tiny && (gv - cv).abs() <= 2.0 * lr * 1.01);
-                ambiguous += usize::from(tiny);
+                let strict = crate::gpu::check::close(gv, cv, COMPOSED);
+                let ok = strict || (tiny && (gv - cv).abs() <= 2.0 * lr * 1.01);
+                ambiguous += usize::from(!strict);
                 assert!(ok, "{name} weight {}[{i}]: gpu {gv} cpu {cv}", t.name);
             }
         }
-        assert!(ambiguous * 10 < gpu_w.values().map(|a| a.len()).sum::<usize>(), "{name}: too many near-zero gradients ({ambiguous})");
+        // Sign flips need |g| at the tolerance's edge, so only a few weights may use the allowance.
+        assert!(ambiguous * 100 < gpu_w.values().map(|a| a.len()).sum::<usize>(), "{name}: too many weights differ ({ambiguous})");
 
         // Eval mode on the CPU-updated weights (uploaded, so both sides use identical weights).
         model.set_weights(&w);
