@@ -104,8 +104,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Continue from a checkpoint (`runs/<run>/checkpoint.json`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     pub resume: Option<PathBuf>,
+    /// Start from a checkpoint's weights with a fresh optimiser and learning-rate cycle
+    /// (fine-tuning, or a warm restart of a finished run).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -128,6 +132,7 @@ impl TrainArgs {
             export_dir: (!self.no_export).then(|| self.export_dir.clone()),
             export_name: self.name.clone(),
             limit: self.limit,
+            init: self.init.clone(),
             command: std::env::args().collect::<Vec<_>>().join(" "),
         }
     }

@@ -51,6 +51,9 @@ pub struct TrainConfig {
     pub export_name: Option<String>,
     /// Only the first N training images (smoke tests).
     pub limit: Option<usize>,
+    /// Start from this checkpoint's weights (fresh optimiser and schedule); None: random init.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     /// The command line, recorded in the model card.
     pub command: String,
 }
@@ -224,15 +227,20 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
     let [h, w] = train.image_size();
     let arch = model::zoo(&config.model, [1, h, w], train.num_classes())
         .with_context(|| format!("unknown model {:?} (known: {:?})", config.model, model::ZOO))?;
-    let (weights, resumed) = match &resume {
-        Some(path) => {
-            let ck = checkpoint::load(path)?;
-            if ck.meta.arch != arch {
-                bail!("checkpoint {} is a different architecture", path.display());
-            }
+    let load = |path: &PathBuf| -> Result<checkpoint::Checkpoint> {
+        let ck = checkpoint::load(path)?;
+        if ck.meta.arch != arch {
+            bail!("checkpoint {} is a different architecture", path.display());
+        }
+        Ok(ck)
+    };
+    let (weights, resumed) = match (&resume, &config.init) {
+        (Some(path), _) => {
+            let ck = load(path)?;
             (ck.weights.clone(), Some(ck))
         }
-        None => (model::init_weights(&arch, config.seed), None),
+        (None, Some(path)) => (load(path)?.weights, None),
+        (None, None) => (model::init_weights(&arch, config.seed), None),
     };
     let mut engine = engine(config, &arch, weights)?;
     let mut progress = Progress { epoch: 0, batch: 0, step: 0 };
@@ -252,6 +260,9 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
         test.len(),
         train.name
     ))?;
+    if let (None, Some(path)) = (&resumed, &config.init) {
+        run.log(&format!("weights initialised from {}; fresh optimiser and learning-rate cycle", path.display()))?;
+    }
     if let Some(ck) = &resumed {
         run.log(&format!("resumed from {} at epoch {} batch {}", resume.as_ref().unwrap().display(), ck.meta.progress.epoch, ck.meta.progress.batch))?;
     }
@@ -384,7 +395,10 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
             let info = crate::export::CardInfo {
                 name: name.clone(),
                 version: "1".into(),
-                description: format!("{} trained on {} ({} epochs, {backend})", arch.name, test.name, config.epochs),
+                description: match &config.init {
+                    None => format!("{} trained on {} ({} epochs, {backend})", arch.name, test.name, config.epochs),
+                    Some(from) => format!("{} fine-tuned on {} from {} ({} more epochs, {backend})", arch.name, test.name, from.display(), config.epochs),
+                },
                 classes: test.classes.clone(),
                 normalization: crate::data::model_normalization(),
                 training: Some(training),
@@ -403,4 +417,73 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
     };
     run.log(&format!("done in {:.1} s; run directory {}", metrics.wall_time_s, run.path.display()))?;
     Ok(Outcome { run_dir: run.path.clone(), test_accuracy: report.accuracy, card, interrupted: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::npz;
+
+    /// Three classes of 12x12 images: a bright band in the top, middle or bottom third.
+    fn write_bands(dir: &std::path::Path, split: Split, n: usize) {
+        let mut images = Array3::<u8>::zeros((n, 12, 12));
+        let labels: Vec<u8> = (0..n).map(|i| (i % 3) as u8).collect();
+        for (i, &label) in labels.iter().enumerate() {
+            for r in 0..12 {
+                for c in 0..12 {
+                    let band = r / 4 == label as usize;
+                    let noise = ((i * 31 + r * 7 + c * 13) % 40) as u8;
+                    images[[i, r, c]] = if band { 200 + noise } else { noise };
+                }
+            }
+        }
+        npz::write_pair(dir, "bands", split, &images, &labels).unwrap();
+    }
+
+    fn config(root: &std::path::Path, model: &str, epochs: usize, init: Option<PathBuf>) -> TrainConfig {
+        TrainConfig {
+            dataset: format!("npz:{}/bands", root.join("data").display()),
+            model: model.into(),
+            epochs,
+            batch: 16,
+            optim: OptimConfig { kind: crate::optim::OptimizerKind::Adamw, lr: 3e-3, weight_decay: 5e-4, momentum: 0.9 },
+            warmup: 0.1,
+            label_smoothing: 0.0,
+            augment: AugmentParams { rotate_deg: 0.0, scale: 0.0, shift_px: 0.0, flip: false, mean: model::NORM_MEAN, std: model::NORM_STD },
+            val_fraction: 0.0,
+            sampling: Sampling::Shuffle,
+            seed: 3,
+            backend: "cpu".into(),
+            adapter: None,
+            runs_dir: root.join("runs"),
+            export_dir: None,
+            export_name: None,
+            limit: None,
+            init,
+            command: "test".into(),
+        }
+    }
+
+    #[test]
+    fn init_starts_from_a_checkpoints_weights() {
+        let root = std::env::temp_dir().join(format!("kana-train-init-{}", std::process::id()));
+        write_bands(&root.join("data"), Split::Train, 96);
+        write_bands(&root.join("data"), Split::Test, 48);
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let trained = run(&config(&root, "cnn", 4, None), None, stop.clone()).unwrap();
+        assert!(trained.test_accuracy >= 0.9, "the toy task was not learned: {}", trained.test_accuracy);
+        let checkpoint = trained.run_dir.join("checkpoint.json");
+
+        // No further epochs: the test split sees exactly the checkpoint's weights...
+        let loaded = run(&config(&root, "cnn", 0, Some(checkpoint.clone())), None, stop.clone()).unwrap();
+        assert_eq!(loaded.test_accuracy, trained.test_accuracy);
+        // ...and not a fresh initialisation.
+        let fresh = run(&config(&root, "cnn", 0, None), None, stop.clone()).unwrap();
+        assert!(fresh.test_accuracy < 0.9, "an untrained cnn scored {}", fresh.test_accuracy);
+
+        let wrong = run(&config(&root, "resnet", 1, Some(checkpoint)), None, stop).err().expect("a cnn checkpoint must not load into resnet");
+        assert!(format!("{wrong:#}").contains("different architecture"), "{wrong:#}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

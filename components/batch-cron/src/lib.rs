@@ -29,10 +29,10 @@ async fn tick() -> anyhow::Result<()> {
     let owner = kana_jobs::job::new_owner_id();
     let report = jobs.tick(&owner, &predictor).await?;
     if report.ran + report.expired + report.lost_claims > 0 || report.swept {
-        eprintln!(
+        kana_inference::log_line(&format!(
             "batch-cron: ran {} job(s), lost {} claim(s) to other runners, deleted {} expired, swept: {} ({} orphan keys deleted)",
             report.ran, report.lost_claims, report.expired, report.swept, report.orphans
-        );
+        ));
     }
     Ok(())
 }

@@ -22,3 +22,10 @@ pub use decode::{Images, Limits, decode_upload};
 pub use error::{ErrorBody, InputError, PredictError};
 pub use model::{Model, Prediction, WeightsFormat};
 pub use registry::{CardError, Registry};
+
+/// Writes one line to stderr in a single write. `eprintln!` writes each formatted piece
+/// separately (stderr is unbuffered), so a host's own log lines could land mid-line.
+pub fn log_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}

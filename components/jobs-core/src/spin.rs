@@ -69,7 +69,7 @@ pub fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| {
         let (registry, errors) = Registry::load_dir(std::path::Path::new(MODELS_DIR));
         for error in errors {
-            eprintln!("model not served: {error}");
+            kana_inference::log_line(&format!("model not served: {error}"));
         }
         registry
     })

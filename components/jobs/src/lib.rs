@@ -143,7 +143,7 @@ fn spawn_run(task_id: String, config: Config) {
             jobs.run(&task_id, &owner, Trigger::Submitted, &predictor).await
         };
         if let Err(e) = run.await {
-            eprintln!("async job {task_id} failed to run: {e:#}");
+            kana_inference::log_line(&format!("async job {task_id} failed to run: {e:#}"));
         }
     });
 }

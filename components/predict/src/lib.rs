@@ -17,7 +17,7 @@ fn models() -> &'static (Registry, Vec<CardError>) {
         let (registry, invalid) = Registry::load_dir(Path::new("/models"));
         // Bad cards show in the host log as soon as the models load, and in GET /models.
         for error in &invalid {
-            eprintln!("predict: not serving {error}");
+            kana_inference::log_line(&format!("predict: not serving {error}"));
         }
         (registry, invalid)
     })
