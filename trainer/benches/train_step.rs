@@ -17,7 +17,7 @@ const BATCH: usize = 128;
 fn bench(c: &mut Criterion) {
     let models = std::env::var("KANA_BENCH_MODELS").unwrap_or_else(|_| "cnn,resnet".into());
     let optim = OptimConfig { kind: OptimizerKind::Adamw, lr: 1e-3, weight_decay: 5e-4, momentum: 0.9 };
-    let augment = AugmentParams { rotate_deg: 8.0, scale: 0.08, shift_px: 2.0, flip: false, mean: 0.5, std: 0.5 };
+    let augment = AugmentParams { rotate_deg: 8.0, scale: 0.08, shift_px: 2.0, flip: false, erase_px: 0.0, mean: 0.5, std: 0.5 };
     let raw = Array3::from_shape_fn((BATCH, 28, 28), |(i, y, x)| ((i * 7 + y * 3 + x) % 256) as f32 / 255.0);
     let labels: Vec<u32> = (0..BATCH as u32).map(|i| i % 10).collect();
     let mut group = c.benchmark_group("train_step");

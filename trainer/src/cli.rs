@@ -75,6 +75,9 @@ pub struct TrainArgs {
     /// Random horizontal mirror (Fashion-MNIST: yes; characters: no).
     #[arg(long)]
     pub flip: bool,
+    /// Side in pixels of a random square erased on half the training images (cutout; 0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub erase: f32,
     /// Fraction of the training set held out for per-epoch validation.
     #[arg(long, default_value_t = 0.05)]
     pub val_fraction: f64,
@@ -122,7 +125,7 @@ impl TrainArgs {
             optim: OptimConfig { kind: self.optimizer, lr: self.lr, weight_decay: self.weight_decay, momentum: self.momentum },
             warmup: self.warmup,
             label_smoothing: self.label_smoothing,
-            augment: AugmentParams { rotate_deg: self.rotate, scale: self.scale, shift_px: self.shift, flip: self.flip, mean: NORM_MEAN, std: NORM_STD },
+            augment: AugmentParams { rotate_deg: self.rotate, scale: self.scale, shift_px: self.shift, flip: self.flip, erase_px: self.erase, mean: NORM_MEAN, std: NORM_STD },
             val_fraction: self.val_fraction,
             sampling: self.sampling,
             seed: self.seed,

@@ -449,7 +449,7 @@ mod tests {
             optim: OptimConfig { kind: crate::optim::OptimizerKind::Adamw, lr: 3e-3, weight_decay: 5e-4, momentum: 0.9 },
             warmup: 0.1,
             label_smoothing: 0.0,
-            augment: AugmentParams { rotate_deg: 0.0, scale: 0.0, shift_px: 0.0, flip: false, mean: model::NORM_MEAN, std: model::NORM_STD },
+            augment: AugmentParams { erase_px: 0.0, ..AugmentParams::none(model::NORM_MEAN, model::NORM_STD) },
             val_fraction: 0.0,
             sampling: Sampling::Shuffle,
             seed: 3,

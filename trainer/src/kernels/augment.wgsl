@@ -1,9 +1,9 @@
-// Random rotation / scale / shift / mirror with bilinear resampling, fused with normalisation
-// x = (pixel − mean)/std. One invocation per output pixel; each image's transform comes from the
+// Random rotation / scale / shift / mirror with bilinear resampling, then an optional erased
+// square (half the images), fused with normalisation x = (pixel − mean)/std. One invocation per output pixel; each image's transform comes from the
 // counter RNG (seeds[0], seeds[1] + image). Must match `augment::transform` / `cpu_apply`.
 override WG: u32 = 256u;
 
-struct Params { n: u32, h: u32, w: u32, rotate_rad: f32, scale: f32, shift_px: f32, mean: f32, std_dev: f32, flip: u32 }
+struct Params { n: u32, h: u32, w: u32, rotate_rad: f32, scale: f32, shift_px: f32, mean: f32, std_dev: f32, flip: u32, erase_px: f32, erase_stream: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> raw: array<f32>;
@@ -55,6 +55,18 @@ fn apply(@builtin(global_invocation_id) gid: vec3<u32>) {
     let fx = sx - x0;
     let fy = sy - y0;
     let base = img * plane;
+    if (p.erase_px > 0.0) {
+        let e = (seeds[1] + img) * 3u; // erased_square in augment.rs
+        let es = seeds[0] ^ p.erase_stream;
+        if (uniform01(es, e) >= 0.5) {
+            let ex = uniform01(es, e + 1u) * f32(p.w) - p.erase_px * 0.5;
+            let ey = uniform01(es, e + 2u) * f32(p.h) - p.erase_px * 0.5;
+            if (x >= ex && x < ex + p.erase_px && y >= ey && y < ey + p.erase_px) {
+                out[i] = (0.0 - p.mean) / p.std_dev;
+                return;
+            }
+        }
+    }
     let top = pixel(base, x0, y0) * (1.0 - fx) + pixel(base, x0 + 1.0, y0) * fx;
     let bottom = pixel(base, x0, y0 + 1.0) * (1.0 - fx) + pixel(base, x0 + 1.0, y0 + 1.0) * fx;
     out[i] = ((top * (1.0 - fy) + bottom * fy) - p.mean) / p.std_dev;

@@ -602,7 +602,7 @@ mod tests {
         let raw = Array3::from_shape_vec((n, 12, 12), random(n * 144, 50)).unwrap().mapv(|v| v * 0.5 + 0.5);
         let labels: Vec<u32> = (0..n as u32).map(|i| i % 5).collect();
         let optim = OptimConfig { kind: OptimizerKind::Adamw, lr: 1e-3, weight_decay: 0.01, momentum: 0.9 };
-        let aug = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 1.5, flip: true, mean: 0.5, std: 0.5 };
+        let aug = AugmentParams { rotate_deg: 10.0, scale: 0.1, shift_px: 1.5, flip: true, erase_px: 6.0, mean: 0.5, std: 0.5 };
         let cfg = GpuTrainConfig { batch: n, optim, smoothing: 0.1, augment: aug };
         let kernels = Kernels::new(&gpu);
         let mut model = GpuModel::new(gpu.clone(), &kernels, &arch, &weights, cfg).unwrap();
