@@ -42,7 +42,7 @@ pub struct TrainArgs {
     /// fashion-mnist[:dir], k49[:dir] or npz:<dir>/<prefix>.
     #[arg(long, default_value = "fashion-mnist")]
     pub dataset: String,
-    /// Model from the zoo: cnn | resnet.
+    /// Model from the zoo: cnn | resnet | resnet-wide.
     #[arg(long, default_value = "cnn")]
     pub model: String,
     #[arg(long, default_value_t = 15)]
