@@ -1,6 +1,7 @@
 // Random rotation / scale / shift / mirror with bilinear resampling, then an optional erased
 // square (half the images), fused with normalisation x = (pixel − mean)/std. One invocation per
-// output pixel; each image's transform comes from the counter RNG (seeds[0], seeds[1] + image). Must match `augment::transform` / `cpu_apply`.
+// output pixel; each image's transform comes from the counter RNG (seeds[0], seeds[1] + image).
+// Must match `augment::transform` / `erased_square` / `cpu_apply`.
 override WG: u32 = 256u;
 
 struct Params { n: u32, h: u32, w: u32, rotate_rad: f32, scale: f32, shift_px: f32, mean: f32, std_dev: f32, flip: u32, erase_px: f32, erase_stream: u32 }
