@@ -147,8 +147,8 @@ fn channels_by_pixels(dy: ArrayView4<f32>) -> Array2<f32> {
 
 /// CPU twin of backward-weights + bias gradient and, when `need_dx`, backward-data.
 /// Per chunk of the batch: dWᵀ += cols·dYᵀ on the im2col columns (cheap row copies; the old
-/// im2row gather and col2im scatter together took ~23% of a resnet profile), reduced across threads; dx from
-/// [`input_gradient`].
+/// im2row gather and col2im scatter together took ~23% of a resnet profile), reduced across
+/// threads; dx from [`input_gradient`].
 pub fn cpu_backward(x: ArrayView4<f32>, w: ArrayView4<f32>, dy: ArrayView4<f32>, stride: usize, pad: usize, need_dx: bool) -> ConvGrads {
     let (n, c, h, wd) = x.dim();
     let (o, _, k, _) = w.dim();
