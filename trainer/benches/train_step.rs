@@ -15,6 +15,7 @@ use ndarray::Array3;
 const BATCH: usize = 128;
 
 fn bench(c: &mut Criterion) {
+    kana_trainer::model::cpu::keep_freed_memory();
     let models = std::env::var("KANA_BENCH_MODELS").unwrap_or_else(|_| "cnn,resnet".into());
     let optim = OptimConfig { kind: OptimizerKind::Adamw, lr: 1e-3, weight_decay: 5e-4, momentum: 0.9 };
     let augment = AugmentParams { rotate_deg: 8.0, scale: 0.08, shift_px: 2.0, flip: false, erase_px: 0.0, mean: 0.5, std: 0.5 };

@@ -7,6 +7,20 @@ use ndarray::{Array2, Array4, ArrayD, ArrayView4, ArrayViewD, Ix1, Ix2, Ix4, IxD
 use super::{Architecture, Layer, Weights};
 use crate::kernels::{batchnorm, conv2d, dropout, gap, maxpool, relu, rng};
 
+/// Makes glibc's malloc keep freed memory for reuse instead of returning it to the kernel. A
+/// training step allocates and frees tens of MB of im2col columns per layer; by default glibc
+/// maps and unmaps blocks that large each time, and the page faults cost ~14% of training CPU
+/// (1.8M faults and 7.8 s of system time in a 63 s run; 55k and 0.4 s with this). The process
+/// keeps its peak heap, which is fine for a trainer. Does nothing on other platforms.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 /// Logits [N, classes] in eval mode (running batch-norm stats, no dropout).
 /// `x` is the normalised input [N, C, H, W] (see the module docs of [`super`]).
 pub fn forward_eval(arch: &Architecture, w: &Weights, x: ArrayView4<f32>) -> Array2<f32> {
