@@ -33,8 +33,10 @@ pub enum Command {
     Evaluate(crate::cli_io::EvaluateArgs),
     /// Export a checkpoint as ONNX + NNEF + model card (metrics measured on the exported file).
     Export(crate::cli_io::ExportArgs),
-    /// Render a synthetic K49-layout hiragana dataset from the installed Japanese fonts.
+    /// Render a synthetic K49-layout hiragana dataset (KanjiVG strokes + the installed Japanese fonts).
     Synth(crate::cli_io::SynthArgs),
+    /// Draw a contact sheet of images with each model's top-1 prediction.
+    Sheet(crate::cli_io::SheetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +105,9 @@ pub struct TrainArgs {
     /// Exported model name (default <dataset>-<model>).
     #[arg(long)]
     pub name: Option<String>,
+    /// Another name the exported model answers to (repeatable), e.g. `--alias cnn`.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
     /// Only the first N training images.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -134,11 +139,18 @@ impl TrainArgs {
             runs_dir: self.runs_dir.clone(),
             export_dir: (!self.no_export).then(|| self.export_dir.clone()),
             export_name: self.name.clone(),
+            aliases: self.aliases.clone(),
             limit: self.limit,
             init: self.init.clone(),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
+            command: command_line(),
         }
     }
+}
+
+/// The command as a user would retype it: `trainer <args>`, whatever path the binary ran from
+/// (cards are committed; a build machine's paths do not belong in them).
+pub fn command_line() -> String {
+    std::iter::once("trainer".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ")
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -177,5 +189,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => crate::cli_io::run_evaluate(args),
         Command::Export(args) => crate::cli_io::run_export(args),
         Command::Synth(args) => crate::cli_io::run_synth(args),
+        Command::Sheet(args) => crate::cli_io::run_sheet(args),
     }
 }

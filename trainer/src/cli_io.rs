@@ -3,20 +3,23 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::data::fetch::{self, FetchOptions, Fetched};
+use crate::data::kanjivg;
 use crate::data::{Source, Split};
 use crate::export::evaluate;
 
-/// `trainer fetch k49`
+/// `trainer fetch k49` or `trainer fetch kanjivg`
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// Dataset to download (only `k49`: Fashion-MNIST comes from Debian's dataset-fashion-mnist).
+    /// `k49` (the dataset, from CODH) or `kanjivg` (stroke SVGs: the PyPI wheel, through pip).
+    /// Fashion-MNIST comes from Debian's dataset-fashion-mnist.
     pub dataset: String,
-    #[arg(long, default_value = crate::data::K49_DIR)]
-    pub dir: PathBuf,
+    /// Where to put the files (default: data/k49 or data/kanjivg).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     #[arg(long, default_value = fetch::K49_BASE_URL)]
     pub base_url: String,
     /// Attempts per file after the first; each resumes where the last one stopped.
@@ -25,10 +28,17 @@ pub struct FetchArgs {
 }
 
 pub fn run_fetch(args: FetchArgs) -> Result<()> {
-    if args.dataset != "k49" {
-        bail!("only `k49` can be fetched (Fashion-MNIST: apt-get install dataset-fashion-mnist)");
+    if args.dataset == "kanjivg" {
+        let dir = args.dir.unwrap_or_else(|| PathBuf::from(kanjivg::KANJIVG_DIR));
+        let wheel = kanjivg::fetch_wheel(&dir)?;
+        println!("{}: sha256 ok ({})", wheel.display(), kanjivg::ATTRIBUTION);
+        return Ok(());
     }
-    let mut opts = FetchOptions::new(&args.base_url, &args.dir);
+    if args.dataset != "k49" {
+        bail!("only `k49` and `kanjivg` can be fetched (Fashion-MNIST: apt-get install dataset-fashion-mnist)");
+    }
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(crate::data::K49_DIR));
+    let mut opts = FetchOptions::new(&args.base_url, &dir);
     opts.retries = args.retries;
     for (path, what) in fetch::fetch_all(&fetch::k49_files(), &opts)? {
         let what = match what {
@@ -129,6 +139,9 @@ pub struct ExportArgs {
     pub version: String,
     #[arg(long)]
     pub description: Option<String>,
+    /// Another name the model answers to (repeatable), e.g. `--alias cnn`.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
     /// Write the card without measuring test metrics.
     #[arg(long)]
     pub no_evaluate: bool,
@@ -152,6 +165,9 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         classes: test.classes.clone(),
         normalization: crate::data::model_normalization(),
         training,
+        aliases: args.aliases.clone(),
+        training_data: source.provenance().0,
+        attribution: source.provenance().1,
     };
     let out = crate::export::export(&arch, &ck.weights, info, &args.out)?;
     println!("wrote {}, {}, {}", out.onnx_path.display(), out.nnef_path.display(), out.card_path.display());
@@ -205,6 +221,15 @@ pub struct SynthArgs {
     /// Where to look for Japanese fonts (recursively).
     #[arg(long, default_value = "/usr/share/fonts")]
     pub fonts: Vec<PathBuf>,
+    /// Font families (package folders) only the test split uses.
+    #[arg(long, value_delimiter = ',', default_values_t = crate::data::synth::TEST_FONT_FAMILIES.map(String::from))]
+    pub test_fonts: Vec<String>,
+    /// KanjiVG wheel with the stroke SVGs (`trainer fetch kanjivg`); `none` for fonts only.
+    #[arg(long, default_value = "data/kanjivg/kanjivg-20260714-py3-none-any.whl")]
+    pub kanjivg: String,
+    /// Share of images drawn from strokes; the rest are printed in fonts.
+    #[arg(long, default_value_t = 0.5)]
+    pub stroke_fraction: f64,
 }
 
 pub fn run_synth(args: SynthArgs) -> Result<()> {
@@ -213,11 +238,92 @@ pub fn run_synth(args: SynthArgs) -> Result<()> {
         bail!("only `kana` can be synthesised");
     }
     let fonts = synth::find_fonts(&args.fonts);
-    println!("{} fonts cover all 49 K49 characters", fonts.len());
-    let opts = synth::SynthOptions { train_per_class: args.train_per_class, test_per_class: args.test_per_class, seed: args.seed };
-    for (split, n) in synth::synthesize(&fonts, &args.out, &args.prefix, &opts)? {
-        println!("{}: {n} images", split.as_str());
+    println!("{} font faces cover all 49 K49 characters", fonts.len());
+    let strokes = if args.kanjivg == "none" {
+        None
+    } else {
+        let wheel = PathBuf::from(&args.kanjivg);
+        kanjivg::verify_wheel(&wheel).map_err(|e| anyhow::anyhow!("{e:#} (get it with `trainer fetch kanjivg`, or pass --kanjivg none)"))?;
+        Some(kanjivg::load_from_wheel(&wheel, &synth::k49_chars())?)
+    };
+    let opts = synth::SynthOptions {
+        train_per_class: args.train_per_class,
+        test_per_class: args.test_per_class,
+        seed: args.seed,
+        stroke_fraction: args.stroke_fraction,
+        test_font_families: args.test_fonts.clone(),
+    };
+    let report = synth::synthesize(&fonts, strokes.as_deref(), &args.out, &args.prefix, &opts)?;
+    for (name, split) in [("train", &report.train), ("test", &report.test)] {
+        println!("{name}: {} images ({} strokes, {} fonts); styles {}; font families {}", split.images, split.stroke_images,
+            split.font_images, split.plan.styles.join(", "), split.plan.font_families.join(", "));
     }
-    println!("wrote {} (fonts used: {}-fonts.txt); train with --dataset npz:{}/{}", args.out.display(), args.prefix, args.out.display(), args.prefix);
+    let sheet = args.out.join(format!("{}-samples.png", args.prefix));
+    synth_samples_sheet(&args.out, &args.prefix, &sheet)?;
+    println!("wrote {} ({}-README.md says what is in it, {} shows samples); train with --dataset npz:{}/{}",
+        args.out.display(), args.prefix, sheet.display(), args.out.display(), args.prefix);
+    Ok(())
+}
+
+/// 60 training and 40 test images of a synthetic pair, each with its split and label.
+fn synth_samples_sheet(dir: &std::path::Path, prefix: &str, out: &std::path::Path) -> Result<()> {
+    use crate::report::sheet::{Tile, contact_sheet};
+    let source = Source::NpzPair { dir: dir.to_path_buf(), prefix: prefix.to_string() };
+    let mut tiles = Vec::new();
+    for (split, count) in [(Split::Train, 60), (Split::Test, 40)] {
+        let ds = source.load(split)?;
+        for i in 0..count.min(ds.len()) {
+            let pixels = ds.images.index_axis(ndarray::Axis(0), i).iter().copied().collect();
+            let label = &ds.classes[ds.labels[i] as usize].label;
+            tiles.push(Tile { pixels, captions: vec![format!("{} {label}", split.as_str())], highlight: None });
+        }
+    }
+    contact_sheet(out, &format!("{prefix}: first 60 train and 40 test images"), &tiles, 28, 10)?;
+    Ok(())
+}
+
+/// `trainer sheet --images fixtures/k49/test_images_100.npz --model models/<a>.card.json ... --out sheet.png`
+#[derive(Debug, Args)]
+pub struct SheetArgs {
+    /// Images to show: an npz (uint8, [N, 28, 28]) as the server accepts it.
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Model cards whose top-1 prediction and probability go under each image (repeatable).
+    #[arg(long)]
+    pub model: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub columns: usize,
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+/// A contact sheet of real (or any) images with each model's answer, run exactly as the server
+/// runs it (`kana_inference` decoding and plans).
+pub fn run_sheet(args: SheetArgs) -> Result<()> {
+    use crate::report::sheet::{Tile, contact_sheet};
+    let body = std::fs::read(&args.images).with_context(|| format!("reading {}", args.images.display()))?;
+    let limits = kana_inference::Limits { max_images: 100_000, max_body_bytes: body.len() };
+    let images = kana_inference::decode_upload(Some("application/x-npz"), &body, 28, 28, &limits).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tiles: Vec<Tile> = (0..images.count)
+        .map(|i| Tile { pixels: images.image(i).iter().map(|&p| p.round().clamp(0.0, 255.0) as u8).collect(), captions: vec![], highlight: None })
+        .collect();
+    let mut names = Vec::new();
+    for card_path in &args.model {
+        let card = crate::export::read_card(card_path)?;
+        let short = card.aliases.first().cloned().unwrap_or_else(|| card.name.clone());
+        names.push(format!("{short} = {}", card.name));
+        let dir = card_path.parent().unwrap_or(std::path::Path::new("."));
+        let model = kana_inference::Model::load(card, dir).map_err(|e| anyhow::anyhow!("{}: {e}", card_path.display()))?;
+        let predictions = model.predict(&images, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (tile, p) in tiles.iter_mut().zip(&predictions) {
+            let label = &model.card.classes[p.class].label;
+            tile.captions.push(format!("{short} {label} {:.2}", p.probability));
+        }
+    }
+    let title = args.title.clone().unwrap_or_else(|| format!("{} — {}", args.images.display(), names.join(", ")));
+    let font = contact_sheet(&args.out, &title, &tiles, 28, args.columns)?;
+    println!("wrote {} ({} images; caption font {})", args.out.display(), tiles.len(), font.map_or("DejaVu Sans (no Japanese font found)".into(), |f| f.display().to_string()));
     Ok(())
 }

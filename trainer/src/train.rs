@@ -49,6 +49,8 @@ pub struct TrainConfig {
     pub export_dir: Option<PathBuf>,
     /// Name of the exported model (card name); default "<dataset>-<model>".
     pub export_name: Option<String>,
+    /// Other names the exported model answers to (`/predict/<alias>`).
+    pub aliases: Vec<String>,
     /// Only the first N training images (smoke tests).
     pub limit: Option<usize>,
     /// Start from this checkpoint's weights (fresh optimiser and schedule); None: random init.
@@ -402,6 +404,9 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
                 classes: test.classes.clone(),
                 normalization: crate::data::model_normalization(),
                 training: Some(training),
+                aliases: config.aliases.clone(),
+                training_data: source.provenance().0,
+                attribution: source.provenance().1,
             };
             let exported = crate::export::export(&arch, &weights, info, dir)?;
             let eval = crate::export::evaluate::measure_and_record(&exported.card_path, &source, Split::Test)?;
@@ -458,6 +463,7 @@ mod tests {
             runs_dir: root.join("runs"),
             export_dir: None,
             export_name: None,
+            aliases: Vec::new(),
             limit: None,
             init,
             command: "test".into(),

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct ModelCard {
     /// URL-safe name, used in `/predict/{name}`.
     pub name: String,
+    /// Other URL-safe names the model answers to (`"cnn"`, so the reference server's
+    /// `/predict/cnn` works unchanged). A name or alias may belong to one model only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     pub version: String,
     #[serde(default)]
     pub description: String,
@@ -33,6 +37,12 @@ pub struct ModelCard {
     pub metrics: Option<Metrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<Training>,
+    /// What the model was trained on, in words (e.g. synthetic data, not the real set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_data: Option<String>,
+    /// Credit the training data's licence requires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -129,8 +139,10 @@ impl ModelCard {
     /// `Model::load` adds the file, sha256 and graph checks.
     pub fn validate(&self) -> Result<(), String> {
         let url_safe = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !url_safe(&self.name) {
-            return Err(format!("name '{}' must be non-empty ASCII letters, digits, '-', '_' or '.'", self.name));
+        for name in std::iter::once(&self.name).chain(&self.aliases) {
+            if !url_safe(name) {
+                return Err(format!("name '{name}' must be non-empty ASCII letters, digits, '-', '_' or '.'"));
+            }
         }
         if self.version.trim().is_empty() {
             return Err("version is empty".into());

@@ -5,10 +5,7 @@
 //! `application/octet-stream` or no type (what curl sends for `-F f=@file` without `;type=`) it is
 //! sniffed from the first bytes.
 
-use std::io::Cursor;
-
-use ndarray::{ArrayD, IxDyn, OwnedRepr};
-use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError};
+use std::io::{Cursor, Read};
 
 use crate::error::InputError;
 
@@ -161,9 +158,16 @@ fn multipart_field(content_type: &str, body: &[u8]) -> Result<(Option<String>, b
     })
 }
 
+/// Largest `.npy` header accepted: numpy writes ~128 bytes; a v2/v3 header may declare up to 4 GB,
+/// which would be allocated before parsing.
+const MAX_NPY_HEADER: usize = 64 * 1024;
+
+/// Decodes the array `arr_0` (or the only array) of an npz, refusing anything too big before it
+/// is allocated: the .npy header is checked (dtype, shape, image count) first, the member is read
+/// through a limit that does not trust the zip's declared size, and the values are converted
+/// straight into the final pixel buffer.
 fn decode_npz(body: &[u8], height: usize, width: usize, limits: &Limits) -> Result<Images, InputError> {
     let garbled = |detail: String| InputError::Garbled { format: "npz", detail };
-    // Look inside the zip first: pick the array and refuse huge ones before inflating them.
     let mut archive = zip::ZipArchive::new(Cursor::new(body))
         .map_err(|e| garbled(format!("not a zip archive as written by numpy.savez ({e})")))?;
     let names: Vec<String> = archive.file_names().map(str::to_owned).collect();
@@ -175,53 +179,108 @@ fn decode_npz(body: &[u8], height: usize, width: usize, limits: &Limits) -> Resu
         return Err(garbled(format!("expected key 'arr_0' or exactly one array, found {names:?}")));
     };
     let entry = names.iter().find(|n| **n == name || **n == format!("{name}.npy")).cloned().unwrap_or_default();
-    let size = archive.by_name(&entry).map_err(|e| garbled(e.to_string()))?.size() as usize;
-    let max_bytes = limits.max_images.saturating_mul(height * width * 8).saturating_add(4096);
-    if size > max_bytes {
-        return Err(InputError::TooLarge { bytes: size, limit: max_bytes });
+    let member = archive.by_name(&entry).map_err(|e| garbled(e.to_string()))?;
+    let max_data = limits.max_images.saturating_mul(height * width * 8);
+    let declared = member.size() as usize;
+    if declared > max_data.saturating_add(MAX_NPY_HEADER) {
+        return Err(InputError::TooLarge { bytes: declared, limit: max_data.saturating_add(MAX_NPY_HEADER) });
     }
-    drop(archive);
-
-    let mut npz = NpzReader::new(Cursor::new(body)).map_err(|e| garbled(e.to_string()))?;
-    let array = match npz.by_name::<OwnedRepr<u8>, IxDyn>(&name) {
-        Ok(a) => return from_array(a.mapv(f32::from), false, height, width, limits),
-        Err(e) => e,
-    };
-    let array = match array {
-        ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_)) => npz.by_name::<OwnedRepr<f32>, IxDyn>(&name),
-        other => return Err(npy_error(other)),
-    };
-    let array = match array {
-        Ok(a) => return from_array(a, true, height, width, limits),
-        Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => npz.by_name::<OwnedRepr<f64>, IxDyn>(&name),
-        Err(other) => return Err(npy_error(other)),
-    };
-    match array {
-        Ok(a) => from_array(a.mapv(|v| v as f32), true, height, width, limits),
-        Err(other) => Err(npy_error(other)),
+    // Counts what actually inflates, whatever the zip says.
+    let mut reader = member.take((max_data + MAX_NPY_HEADER) as u64 + 1);
+    let header = read_npy_header(&mut reader)?;
+    let dtype = NpyDtype::parse(&header.type_descriptor.to_string())?;
+    let count = image_count(&header.shape, height, width, limits)?;
+    let values = count * height * width;
+    let mut pixels = Vec::with_capacity(values);
+    let mut chunk = vec![0u8; 8192 * dtype.size];
+    while pixels.len() < values {
+        let want = ((values - pixels.len()) * dtype.size).min(chunk.len());
+        reader.read_exact(&mut chunk[..want]).map_err(|e| {
+            garbled(format!("the array data ends early ({e}): {} of {values} values read", pixels.len()))
+        })?;
+        pixels.extend(chunk[..want].chunks_exact(dtype.size).map(|b| dtype.value(b)));
     }
+    if header.layout.is_fortran() {
+        pixels = fortran_to_c(&pixels, &header.shape);
+    }
+    finish_pixels(pixels, dtype.float, count, height, width)
 }
 
-fn npy_error(e: ReadNpzError) -> InputError {
-    match e {
-        ReadNpzError::Npy(ReadNpyError::WrongDescriptor(d)) => {
-            InputError::WrongDtype(format!("{d} (expected uint8, float32 or float64)"))
+/// Reads the .npy header after checking its declared length (see `MAX_NPY_HEADER`).
+fn read_npy_header(reader: &mut impl Read) -> Result<ndarray_npy::npy::header::Header, InputError> {
+    let garbled = |detail: String| InputError::Garbled { format: "npz", detail };
+    // Magic (6 bytes), version (2), then the header length: u16 in v1, u32 in v2/v3.
+    let mut prefix = [0u8; 12];
+    reader.read_exact(&mut prefix[..10]).map_err(|e| garbled(format!("not an .npy array ({e})")))?;
+    let (len, used) = match prefix[6] {
+        1 => (u16::from_le_bytes([prefix[8], prefix[9]]) as usize, 10),
+        _ => {
+            reader.read_exact(&mut prefix[10..12]).map_err(|e| garbled(format!("not an .npy array ({e})")))?;
+            (u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize, 12)
         }
-        other => InputError::Garbled { format: "npz", detail: other.to_string() },
+    };
+    if len > MAX_NPY_HEADER {
+        return Err(garbled(format!("the .npy header claims {len} bytes (at most {MAX_NPY_HEADER})")));
+    }
+    ndarray_npy::npy::header::Header::from_reader(&mut (&prefix[..used]).chain(reader))
+        .map_err(|e| garbled(format!("bad .npy header: {e}")))
+}
+
+/// The element types accepted, with their byte order.
+struct NpyDtype {
+    size: usize,
+    float: bool,
+    big_endian: bool,
+}
+
+impl NpyDtype {
+    /// From numpy's descriptor as the header prints it, e.g. `'|u1'`, `'<f4'`, `'>f8'`.
+    fn parse(descr: &str) -> Result<NpyDtype, InputError> {
+        let d = descr.trim_matches(['\'', '"']);
+        let (order, code) = match d.chars().next() {
+            Some(c @ ('<' | '>' | '|' | '=')) => (c, &d[1..]),
+            _ => ('=', d),
+        };
+        let big_endian = order == '>';
+        match code {
+            "u1" | "B" => Ok(NpyDtype { size: 1, float: false, big_endian }),
+            "f4" => Ok(NpyDtype { size: 4, float: true, big_endian }),
+            "f8" => Ok(NpyDtype { size: 8, float: true, big_endian }),
+            _ => Err(InputError::WrongDtype(format!("{d} (expected uint8, float32 or float64)"))),
+        }
+    }
+
+    fn value(&self, b: &[u8]) -> f32 {
+        match (self.size, self.big_endian) {
+            (1, _) => b[0] as f32,
+            (4, false) => f32::from_le_bytes(b.try_into().expect("4 bytes")),
+            (4, true) => f32::from_be_bytes(b.try_into().expect("4 bytes")),
+            (_, false) => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+            (_, true) => f64::from_be_bytes(b.try_into().expect("8 bytes")) as f32,
+        }
     }
 }
 
-/// Checks the shape ((H,W), (N,H,W) or (N,1,H,W)) and the value range, then flattens.
-/// Float input whose values all lie in [0, 1] is read as intensities and scaled to 0–255.
-fn from_array(
-    array: ArrayD<f32>,
-    float: bool,
-    height: usize,
-    width: usize,
-    limits: &Limits,
-) -> Result<Images, InputError> {
-    let shape = array.shape().to_vec();
-    let count = match shape.as_slice() {
+/// Column-major (numpy `fortran_order`) values in row-major order.
+fn fortran_to_c(values: &[f32], shape: &[usize]) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    let mut index = vec![0usize; shape.len()];
+    for (f, &v) in values.iter().enumerate() {
+        // `f` walks the array first axis fastest; place it at its row-major offset.
+        let mut rest = f;
+        for (axis, &n) in shape.iter().enumerate() {
+            index[axis] = rest % n.max(1);
+            rest /= n.max(1);
+        }
+        let c = index.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i);
+        out[c] = v;
+    }
+    out
+}
+
+/// The number of images in an array of `shape` ((H,W), (N,H,W) or (N,1,H,W)), within limits.
+fn image_count(shape: &[usize], height: usize, width: usize, limits: &Limits) -> Result<usize, InputError> {
+    let count = match shape {
         [h, w] if *h == height && *w == width => 1,
         [n, h, w] if *h == height && *w == width => *n,
         [n, 1, h, w] if *h == height && *w == width => *n,
@@ -237,7 +296,12 @@ fn from_array(
     if count > limits.max_images {
         return Err(InputError::TooManyImages { count, limit: limits.max_images });
     }
-    let mut pixels: Vec<f32> = array.iter().copied().collect();
+    Ok(count)
+}
+
+/// Checks the value range of row-major pixels and wraps them. Float input whose values all lie
+/// in [0, 1] is read as intensities and scaled to 0–255.
+fn finish_pixels(mut pixels: Vec<f32>, float: bool, count: usize, height: usize, width: usize) -> Result<Images, InputError> {
     if float {
         let (lo, hi) = pixels.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         if pixels.iter().any(|v| !v.is_finite()) || lo < 0.0 || hi > 255.0 {
@@ -282,14 +346,11 @@ fn decode_json(body: &[u8], height: usize, width: usize, limits: &Limits) -> Res
     let mut flat = Vec::with_capacity(total);
     let mut is_int = true;
     flatten(&value, &shape, &mut flat, &mut is_int).map_err(|d| InputError::WrongShape { got: d })?;
-    let array = ArrayD::from_shape_vec(IxDyn(&shape), flat).map_err(|e| garbled(e.to_string()))?;
-    if is_int {
-        if array.iter().any(|&v| !(0.0..=255.0).contains(&v)) {
-            return Err(InputError::OutOfRange("integers must be 0–255".into()));
-        }
-        return from_array(array, false, height, width, limits);
+    let count = image_count(&shape, height, width, limits)?;
+    if is_int && flat.iter().any(|&v| !(0.0..=255.0).contains(&v)) {
+        return Err(InputError::OutOfRange("integers must be 0–255".into()));
     }
-    from_array(array, true, height, width, limits)
+    finish_pixels(flat, !is_int, count, height, width)
 }
 
 fn flatten(v: &serde_json::Value, shape: &[usize], out: &mut Vec<f32>, is_int: &mut bool) -> Result<(), String> {

@@ -18,6 +18,8 @@ pub struct CardError {
 #[derive(Debug, Default)]
 pub struct Registry {
     models: BTreeMap<String, Model>,
+    /// Alias → model name.
+    aliases: BTreeMap<String, String>,
 }
 
 impl Registry {
@@ -39,27 +41,35 @@ impl Registry {
             .collect();
         paths.sort();
         for path in paths {
-            match load_card(&path, dir) {
-                Ok(model) if registry.models.contains_key(&model.card.name) => errors.push(CardError {
-                    path,
-                    message: format!("duplicate model name '{}'", model.card.name),
-                }),
-                Ok(model) => {
-                    registry.models.insert(model.card.name.clone(), model);
-                }
+            match load_card(&path, dir).and_then(|model| registry.add(model)) {
+                Ok(()) => {}
                 Err(message) => errors.push(CardError { path, message }),
             }
         }
         (registry, errors)
     }
 
-    /// Adds an already loaded model (tests, benches).
-    pub fn insert(&mut self, model: Model) {
-        self.models.insert(model.card.name.clone(), model);
+    /// Adds a loaded model unless its name or an alias is already taken (by a name or an alias).
+    pub fn add(&mut self, model: Model) -> Result<(), String> {
+        let card = &model.card;
+        for name in std::iter::once(&card.name).chain(&card.aliases) {
+            if let Some(owner) = self.models.get(name).map(|m| &m.card.name).or_else(|| self.aliases.get(name)) {
+                return Err(format!("name '{name}' is already taken by model '{owner}'"));
+            }
+        }
+        if let Some(dup) = card.aliases.iter().enumerate().find(|(i, a)| **a == card.name || card.aliases[..*i].contains(a)) {
+            return Err(format!("alias '{}' is listed twice", dup.1));
+        }
+        for alias in &card.aliases {
+            self.aliases.insert(alias.clone(), card.name.clone());
+        }
+        self.models.insert(card.name.clone(), model);
+        Ok(())
     }
 
+    /// The model with this name or alias.
     pub fn get(&self, name: &str) -> Option<&Model> {
-        self.models.get(name)
+        self.models.get(name).or_else(|| self.models.get(self.aliases.get(name)?))
     }
 
     /// Served models, sorted by name.

@@ -424,6 +424,9 @@ pub fn test_card(name: &str, input: [usize; 3], classes: Vec<Class>, output: Out
         classes,
         metrics: None,
         training: None,
+        aliases: Vec::new(),
+        training_data: None,
+        attribution: None,
     }
 }
 

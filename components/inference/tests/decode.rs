@@ -106,3 +106,83 @@ fn limits_bad_json_and_out_of_range_values() {
     let wrong_size = serde_json::to_vec(&vec![vec![0; 27]; 27]).unwrap();
     assert_eq!(decode(Some("application/json"), &wrong_size).unwrap_err().status(), 422);
 }
+
+/// An .npy file: `header` is the dict numpy writes, padded to 64 bytes, then `data`.
+fn npy(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut dict = header.to_string();
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((dict.len() as u16).to_le_bytes());
+    out.extend(dict.as_bytes());
+    out.extend(data);
+    out
+}
+
+/// A one-member npz (`arr_0.npy`), deflated.
+fn npz_of(member: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("arr_0.npy", options).unwrap();
+    zip.write_all(member).unwrap();
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn npz_bombs_are_refused_from_the_header_before_any_allocation() {
+    let npz = Some("application/x-npz");
+    // ~300 bytes declaring a billion 28×28 images: refused on the header's shape.
+    let billion = npz_of(&npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000, 28, 28), }", &[]));
+    assert!(billion.len() < 400, "{} bytes", billion.len());
+    let err = decode(npz, &billion).unwrap_err();
+    assert_eq!((err.status(), err.kind()), (413, "too_many_images"), "{err}");
+    // A flat 1e9-value array is the wrong shape, whatever its size.
+    let flat = npz_of(&npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000,), }", &[]));
+    assert_eq!(decode(npz, &flat).unwrap_err().kind(), "wrong_shape");
+    // A v2 header claiming 4 GB of header text.
+    let mut huge_header = b"\x93NUMPY\x02\x00".to_vec();
+    huge_header.extend(u32::MAX.to_le_bytes());
+    let err = decode(npz, &npz_of(&huge_header)).unwrap_err();
+    assert_eq!(err.status(), 422, "{err}");
+    assert!(err.to_string().contains("header claims"), "{err}");
+    // Zeros that inflate far past what the header promises: only the promised bytes are read.
+    let mut padded = npy("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 28, 28), }", &[0u8; 2 * 784]);
+    padded.extend(vec![0u8; 8 << 20]);
+    let bomb = npz_of(&padded);
+    assert!(bomb.len() < 64 << 10, "{} bytes compress to {}", padded.len(), bomb.len());
+    let limits = Limits { max_images: 1000, max_body_bytes: 1 << 20 };
+    let err = decode_upload(npz, &bomb, 28, 28, &Limits { max_images: 1, ..limits }).unwrap_err();
+    assert_eq!(err.status(), 413, "{err}");
+    // Data shorter than the header says.
+    let short = npz_of(&npy("{'descr': '|u1', 'fortran_order': False, 'shape': (3, 28, 28), }", &[1u8; 100]));
+    let err = decode(npz, &short).unwrap_err();
+    assert!(err.to_string().contains("ends early"), "{err}");
+}
+
+#[test]
+fn npz_byte_orders_and_fortran_layout_read_the_same_pixels() {
+    let npz = Some("application/x-npz");
+    let reference = k49(10).slice(0, 2);
+    let c_order: Vec<u8> = reference.pixels.iter().map(|&p| p as u8).collect();
+    // Column-major: the first axis varies fastest.
+    let mut fortran = vec![0u8; c_order.len()];
+    for n in 0..2 {
+        for y in 0..28 {
+            for x in 0..28 {
+                fortran[n + 2 * (y + 28 * x)] = c_order[n * 784 + y * 28 + x];
+            }
+        }
+    }
+    let f_npz = npz_of(&npy("{'descr': '|u1', 'fortran_order': True, 'shape': (2, 28, 28), }", &fortran));
+    assert_eq!(decode(npz, &f_npz).unwrap(), reference);
+    let big_endian: Vec<u8> = c_order.iter().flat_map(|&p| (p as f32 / 255.0).to_be_bytes()).collect();
+    let be = decode(npz, &npz_of(&npy("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 28, 28), }", &big_endian))).unwrap();
+    for (a, b) in be.pixels.iter().zip(&reference.pixels) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+    let ints = npz_of(&npy("{'descr': '<i4', 'fortran_order': False, 'shape': (1, 28, 28), }", &[0u8; 4 * 784]));
+    assert_eq!(decode(npz, &ints).unwrap_err().kind(), "wrong_dtype");
+}

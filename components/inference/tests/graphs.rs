@@ -210,3 +210,31 @@ fn registry_serves_valid_cards_and_reports_each_invalid_one_at_load() {
     assert!(message("missing-file.card.json").contains("cannot read"));
     assert!(Registry::load_dir(&path.join("absent")).1.len() == 1);
 }
+
+#[test]
+fn aliases_resolve_to_their_model_and_clashes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let write = |name: &str, aliases: &[&str]| {
+        let mut card = testing::write_reference_cnn(path, name, 1, false).unwrap();
+        card.aliases = aliases.iter().map(|a| a.to_string()).collect();
+        testing::write_model(path, &card, &std::fs::read(path.join(&card.file)).unwrap()).unwrap();
+    };
+    write("hiragana-edge", &["cnn"]);
+    write("hiragana-resnet", &["densenet"]);
+    // A later card may not take a name or alias that is already served.
+    write("zz-clash", &["densenet"]);
+    write("zz-self", &["zz-self"]);
+    write("zz-bad-alias", &["no/slash"]);
+
+    let (registry, errors) = Registry::load_dir(path);
+    assert_eq!(registry.get("cnn").unwrap().card.name, "hiragana-edge");
+    assert_eq!(registry.get("densenet").unwrap().card.name, "hiragana-resnet");
+    assert_eq!(registry.get("hiragana-edge").unwrap().card.name, "hiragana-edge");
+    assert!(registry.get("resnet").is_none(), "unknown names stay unknown");
+    assert_eq!(registry.len(), 2);
+    let message = |file: &str| errors.iter().find(|e| e.path.ends_with(file)).map(|e| e.message.clone()).unwrap_or_default();
+    assert!(message("zz-clash.card.json").contains("already taken by model 'hiragana-resnet'"), "{errors:?}");
+    assert!(message("zz-self.card.json").contains("listed twice"), "{errors:?}");
+    assert!(message("zz-bad-alias.card.json").contains("no/slash"), "{errors:?}");
+}

@@ -3,7 +3,9 @@
 
 pub mod classes;
 pub mod fetch;
+pub mod handwriting;
 pub mod idx;
+pub mod kanjivg;
 pub mod npz;
 pub mod synth;
 
@@ -103,6 +105,21 @@ impl Source {
             Source::FashionMnist { .. } => "fashion-mnist".into(),
             Source::K49 { .. } => "k49".into(),
             Source::NpzPair { prefix, .. } => prefix.clone(),
+        }
+    }
+
+    /// What the data is and the credit its licence asks for, as a card records them. An npz pair
+    /// made by `trainer synth` says so in its `<prefix>-dataset.json`.
+    pub fn provenance(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Source::FashionMnist { .. } => (Some("Fashion-MNIST (Zalando Research), 60,000 training images".into()), None),
+            Source::K49 { .. } => (Some("Kuzushiji-49 (ROIS-DS CODH), real handwritten Kuzushiji".into()), None),
+            Source::NpzPair { dir, prefix } => {
+                let meta = std::fs::read_to_string(dir.join(format!("{prefix}-dataset.json"))).ok();
+                let meta: Option<serde_json::Value> = meta.and_then(|m| serde_json::from_str(&m).ok());
+                let field = |k: &str| meta.as_ref()?.get(k)?.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+                (field("description"), field("attribution"))
+            }
         }
     }
 

@@ -33,6 +33,9 @@ pub struct CardInfo {
     pub classes: Vec<Class>,
     pub normalization: Normalization,
     pub training: Option<Training>,
+    pub aliases: Vec<String>,
+    pub training_data: Option<String>,
+    pub attribution: Option<String>,
 }
 
 /// Paths of the exported files and the card as written.
@@ -78,6 +81,9 @@ pub fn export(arch: &Architecture, weights: &Weights, info: CardInfo, out_dir: &
         classes: info.classes,
         metrics: None,
         training: info.training,
+        aliases: info.aliases,
+        training_data: info.training_data,
+        attribution: info.attribution,
     };
     card.validate().map_err(|e| anyhow::anyhow!("invalid card: {e}"))?;
     let card_path = out_dir.join(format!("{}{CARD_SUFFIX}", card.name));

@@ -98,12 +98,16 @@ fn export_writes_a_card_the_server_accepts() {
         classes: crate::data::classes::fashion_mnist(),
         normalization: crate::data::model_normalization(),
         training: None,
+        aliases: vec!["cnn".into()],
+        training_data: Some("parity test data".into()),
+        attribution: None,
     };
     let out = export(&arch, &w, info, &dir).unwrap();
     assert_eq!(read_card(&out.card_path).unwrap(), out.card);
     let (registry, errors) = kana_inference::Registry::load_dir(&dir);
     assert!(errors.is_empty(), "{errors:?}");
     let served = registry.get("toy-cnn").unwrap();
+    assert_eq!(registry.get("cnn").unwrap().card.name, "toy-cnn", "the alias answers too");
 
     // The server's own preprocessing of uint8 pixels gives the reference's probabilities.
     let pixels: Vec<u8> = (0..2 * 28 * 28).map(|i| (i * 37 % 256) as u8).collect();

@@ -4,6 +4,7 @@
 //! `curves.png` (see [`plots`]).
 
 pub mod plots;
+pub mod sheet;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -11,10 +11,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::EpochRecord;
 use crate::metrics::ConfusionMatrix;
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
-fn register_font() {
+pub(crate) fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, DEJAVU_SANS)
@@ -100,7 +100,10 @@ pub fn confusion_matrix(path: &Path, cm: &ConfusionMatrix, labels: &[String], ti
     register_font();
     let n = cm.classes();
     let cell: i32 = if n <= 12 { 56 } else if n <= 30 { 26 } else { 16 };
-    let printable = labels.len() == n && labels.iter().all(|l| l.chars().all(|c| c.is_ascii() && !c.is_ascii_control()));
+    let ascii = labels.iter().all(|l| l.chars().all(|c| c.is_ascii() && !c.is_ascii_control()));
+    // Kana labels need a Japanese font; without one the axes show class indices.
+    let (label_font, drawable) = if ascii { (FONT, true) } else { super::sheet::caption_font().map_or((FONT, false), |f| (f, true)) };
+    let printable = labels.len() == n && drawable;
     let label_of = |i: usize| if printable { labels[i].clone() } else { i.to_string() };
     let margin_left = if printable { 120 } else { 60 };
     let (margin_top, margin_bottom, margin_right) = (50, if printable { 120 } else { 60 }, 20);
@@ -131,7 +134,7 @@ pub fn confusion_matrix(path: &Path, cm: &ConfusionMatrix, labels: &[String], ti
             }
         }
     }
-    let axis = TextStyle::from((FONT, label_size).into_font());
+    let axis = TextStyle::from((label_font, label_size).into_font());
     for i in 0..n {
         let mid = cell * i as i32 + cell / 2;
         let left = axis.clone().pos(Pos::new(HPos::Right, VPos::Center));
