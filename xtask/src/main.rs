@@ -1,7 +1,9 @@
 //! `cargo xtask <command>` (alias in .cargo/config.toml):
 //! - `setup`: idempotent machine setup (wasm32-wasip2 target, Debian packages),
-//! - `build-components`: one release wasm build of every component spin.toml names,
-//! - `up [host args]`: setup + build-components + run kana-host (`up --listen 127.0.0.1:3000 ...`),
+//! - `build-components`: one release wasm build of every component spin.toml names, plus the
+//!   test-only components ([`TEST_ONLY_COMPONENTS`]) the host tests mount,
+//! - `up [host args]`: setup + a build of only what spin.toml names + run kana-host
+//!   (`up --listen 127.0.0.1:3000 ...`),
 //! - `test [cargo test args]`: setup + build-components + `cargo test` on the default members.
 
 use std::collections::BTreeMap;
@@ -13,7 +15,46 @@ use serde::Deserialize;
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 /// Lavapipe (Vulkan on the CPU) for the wgpu trainer, and the Fashion-MNIST data set.
-const APT_PACKAGES: [&str; 2] = ["mesa-vulkan-drivers", "dataset-fashion-mnist"];
+const APT_PACKAGES: &[&str] = &[
+    "mesa-vulkan-drivers",
+    "dataset-fashion-mnist",
+    // `trainer synth kana` prints hiragana in these (brush, handwriting, mincho, gothic); the
+    // synthetic dataset's README lists which family each split used.
+    "fonts-aoyagi-kouzan-t",
+    "fonts-aoyagi-soseki",
+    "fonts-kouzan-mouhitsu",
+    "fonts-kiloji",
+    "fonts-seto",
+    "fonts-ipafont-mincho",
+    "fonts-ipaexfont-mincho",
+    "fonts-dejima-mincho",
+    "fonts-hanazono",
+    "fonts-sawarabi-mincho",
+    "fonts-oradano-mincho-gsrr",
+    "fonts-ipafont-gothic",
+    "fonts-ipaexfont-gothic",
+    "fonts-vlgothic",
+    "fonts-sawarabi-gothic",
+    "fonts-umeplus",
+    "fonts-konatu",
+    "fonts-motoya-l-cedar",
+    "fonts-motoya-l-maruberi",
+];
+
+/// Component packages that only the host integration tests use (host/tests/all/support.rs adds
+/// them to its copy of spin.toml); spin.toml never names them, so nothing ships them.
+/// `build-components` and `test` build them together with spin.toml's components in the same
+/// single cargo invocation; `up` builds only what spin.toml names.
+const TEST_ONLY_COMPONENTS: &[&str] = &["debug-routes"];
+
+/// Which components [`build_components`] builds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Components {
+    /// Only those spin.toml names (`up`).
+    Shipped,
+    /// Those plus [`TEST_ONLY_COMPONENTS`] (`build-components`, `test`).
+    WithTestOnly,
+}
 
 fn main() {
     if let Err(e) = run() {
@@ -29,17 +70,18 @@ fn run() -> Result<()> {
     let root = workspace_root();
     match command.as_str() {
         "setup" => setup(),
-        "build-components" => build_components(&root),
+        // Also the test-only ones: the host tests need them, and CI-style runs build, then test.
+        "build-components" => build_components(&root, Components::WithTestOnly),
         "up" => {
             setup()?;
-            build_components(&root)?;
+            build_components(&root, Components::Shipped)?;
             let mut host_args = vec!["up".to_owned()];
             host_args.extend(rest);
             cargo(&root, ["run", "-p", "kana-host", "--"].into_iter().map(str::to_owned).chain(host_args))
         }
         "test" => {
             setup()?;
-            build_components(&root)?;
+            build_components(&root, Components::WithTestOnly)?;
             cargo(&root, ["test".to_owned()].into_iter().chain(rest))
         }
         _ => bail!("usage: cargo xtask <setup | build-components | up [host args] | test [cargo test args]>"),
@@ -121,8 +163,9 @@ struct Build {
 }
 
 /// Builds every component named in spin.toml with one cargo invocation (one lock, one
-/// dependency resolution), taking each package from its `build.command`'s `-p <package>`.
-fn build_components(root: &Path) -> Result<()> {
+/// dependency resolution), taking each package from its `build.command`'s `-p <package>`; with
+/// [`Components::WithTestOnly`], the same invocation also builds [`TEST_ONLY_COMPONENTS`].
+fn build_components(root: &Path, which: Components) -> Result<()> {
     let text = std::fs::read_to_string(root.join("spin.toml")).context("cannot read spin.toml")?;
     let manifest: Manifest = toml::from_str(&text).context("cannot parse spin.toml")?;
     let mut packages = Vec::new();
@@ -134,6 +177,13 @@ fn build_components(root: &Path) -> Result<()> {
             .with_context(|| format!("[component.{id}.build] command has no `-p <package>`"))?;
         if !packages.contains(&package) {
             packages.push(package);
+        }
+    }
+    if which == Components::WithTestOnly {
+        for package in TEST_ONLY_COMPONENTS {
+            if !packages.iter().any(|p| p == package) {
+                packages.push((*package).to_owned());
+            }
         }
     }
     if packages.is_empty() {
@@ -150,7 +200,20 @@ fn build_components(root: &Path) -> Result<()> {
             bail!("component `{id}`: build finished but {} is missing", component.source);
         }
     }
+    if which == Components::WithTestOnly {
+        for package in TEST_ONLY_COMPONENTS {
+            let wasm = test_only_wasm(package);
+            if !root.join(&wasm).is_file() {
+                bail!("test-only component `{package}`: build finished but {wasm} is missing");
+            }
+        }
+    }
     Ok(())
+}
+
+/// Where cargo puts a component package's release wasm (`-` becomes `_` in the file name).
+fn test_only_wasm(package: &str) -> String {
+    format!("target/{WASM_TARGET}/release/{}.wasm", package.replace('-', "_"))
 }
 
 fn package_of(command: &str) -> Option<String> {
@@ -200,5 +263,22 @@ mod tests {
             assert!(package_of(command).is_some(), "{id}: {command}");
             assert!(c.source.starts_with("target/wasm32-wasip2/release/"), "{id}: {}", c.source);
         }
+    }
+
+    #[test]
+    fn test_only_components_are_workspace_packages_that_spin_toml_never_names() {
+        let text = std::fs::read_to_string(workspace_root().join("spin.toml")).unwrap();
+        let manifest: Manifest = toml::from_str(&text).unwrap();
+        for package in TEST_ONLY_COMPONENTS {
+            let cargo_toml = workspace_root().join("components").join(package).join("Cargo.toml");
+            let cargo_toml = std::fs::read_to_string(&cargo_toml).unwrap_or_else(|e| panic!("{package}: {e}"));
+            assert!(cargo_toml.contains(&format!("name = \"{package}\"")), "{package}");
+            for (id, c) in &manifest.component {
+                let command = &c.build.as_ref().unwrap().command;
+                assert_ne!(package_of(command).as_deref(), Some(*package), "spin.toml ships test-only `{id}`");
+                assert_ne!(c.source, test_only_wasm(package), "spin.toml ships test-only `{id}`");
+            }
+        }
+        assert_eq!(test_only_wasm("debug-routes"), "target/wasm32-wasip2/release/debug_routes.wasm");
     }
 }

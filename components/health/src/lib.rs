@@ -1,18 +1,8 @@
-//! Health component: `GET /health` (status + last cron heartbeat from key-value) and `GET /version`.
-//!
-//! It also carries small debug routes under `/health/debug/...` that the host's integration tests
-//! drive, because they exercise host behaviour no product route isolates cleanly:
-//! - `GET|PUT|DELETE /health/debug/kv/:key` — key-value round trip through the guest,
-//! - `GET /health/debug/trap` — the guest panics (a trap), the host must answer 500 and go on,
-//! - `POST /health/debug/spawn/:key` — answers 202 at once; a spawned task writes `:key` ~200 ms later,
-//! - `GET /health/debug/counter` — a counter in a guest global, showing instance reuse,
-//! - `POST /health/debug/echo-size` — reads the body and returns its length (body limit tests),
-//! - `GET /health/debug/headers/...` — echoes the `spin-*` request headers the host added,
-//! - `GET /health/debug/open/:label` — tries to open a key-value store, reports the error kind.
+//! Health component: `GET /health` (status + last cron heartbeat from key-value) and `GET /version`;
+//! anything else under its routes answers 404 JSON. It ships, so it serves nothing else: the
+//! host integration tests drive their debug routes through the test-only `debug-routes`
+//! component (components/debug-routes), which spin.toml never lists.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use http_body_util::BodyExt;
 use serde_json::json;
 use spin_sdk::http::{IntoResponse, Json, Method, Request, StatusCode};
 use spin_sdk::key_value::Store;
@@ -20,44 +10,12 @@ use spin_sdk::key_value::Store;
 /// Key under which the heartbeat component stores its last tick (JSON).
 const HEARTBEAT_KEY: &str = "heartbeat";
 
-/// Lives as long as the instance; the host reuses instances, so it counts across requests.
-static REQUESTS_SEEN: AtomicU64 = AtomicU64::new(0);
-
 #[spin_sdk::http_service]
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
-    REQUESTS_SEEN.fetch_add(1, Ordering::Relaxed);
-    let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method().clone();
-    let reply = match (method, segments.as_slice()) {
-        (Method::GET, ["health"]) => health().await?,
-        (Method::GET, ["version"]) => version().await,
-        (Method::GET, ["health", "debug", "trap"]) => panic!("trap requested by /health/debug/trap"),
-        (Method::GET, ["health", "debug", "counter"]) => {
-            ok(json!({ "requests_seen": REQUESTS_SEEN.load(Ordering::Relaxed) }))
-        }
-        (Method::POST, ["health", "debug", "echo-size"]) => {
-            let body = req.into_body().collect().await?.to_bytes();
-            ok(json!({ "bytes": body.len() }))
-        }
-        (Method::POST, ["health", "debug", "spawn", key]) => spawn_late_write(key),
-        (Method::GET, ["health", "debug", "headers", ..]) => {
-            let spin_headers: serde_json::Map<String, serde_json::Value> = req
-                .headers()
-                .iter()
-                .filter(|(name, _)| name.as_str().starts_with("spin-"))
-                .map(|(name, value)| (name.to_string(), json!(value.to_str().unwrap_or_default())))
-                .collect();
-            ok(json!({ "uri": req.uri().to_string(), "headers": spin_headers }))
-        }
-        (Method::GET, ["health", "debug", "open", label]) => match Store::open(label).await {
-            Ok(_) => ok(json!({ "opened": label })),
-            Err(e) => error(StatusCode::FORBIDDEN, format!("{e:?}")),
-        },
-        (method, ["health", "debug", "kv", key]) => {
-            let body = req.into_body().collect().await?.to_bytes();
-            kv(method, key, &body).await?
-        }
+    let path = req.uri().path();
+    let reply = match (req.method(), path.trim_matches('/')) {
+        (&Method::GET, "health") => health().await?,
+        (&Method::GET, "version") => version().await,
         _ => error(StatusCode::NOT_FOUND, format!("no route for {path}")),
     };
     Ok(reply)
@@ -94,35 +52,4 @@ async fn version() -> Reply {
         },
         "deployment": deployment,
     }))
-}
-
-async fn kv(method: Method, key: &str, body: &[u8]) -> anyhow::Result<Reply> {
-    let store = Store::open_default().await?;
-    Ok(match method {
-        Method::GET => match store.get(key).await? {
-            Some(value) => ok(json!({ "key": key, "value": String::from_utf8_lossy(&value) })),
-            None => error(StatusCode::NOT_FOUND, format!("no key {key}")),
-        },
-        Method::PUT => {
-            store.set(key, body).await?;
-            ok(json!({ "key": key, "stored_bytes": body.len() }))
-        }
-        Method::DELETE => {
-            store.delete(key).await?;
-            ok(json!({ "key": key, "deleted": true }))
-        }
-        other => error(StatusCode::METHOD_NOT_ALLOWED, format!("{other} not allowed")),
-    })
-}
-
-/// Answer now, keep working afterwards: the WASIp3 task outlives the response.
-fn spawn_late_write(key: &str) -> Reply {
-    let key = key.to_owned();
-    spin_sdk::wasip3::spawn(async move {
-        spin_sdk::wasip3::clocks::monotonic_clock::wait_for(200_000_000).await;
-        if let Ok(store) = Store::open_default().await {
-            let _ = store.set(&key, b"written after the response").await;
-        }
-    });
-    (StatusCode::ACCEPTED, Json(json!({ "scheduled": true })))
 }

@@ -8,3 +8,4 @@ mod http_trigger;
 mod key_value;
 mod jobs;
 mod predict;
+mod shipped;

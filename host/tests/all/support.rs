@@ -38,24 +38,50 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes a copy of the repository's spin.toml, changed by `edit`, with `source` paths made
-/// absolute so it works from a temp folder. Returns the folder (keep it alive) and the file.
+/// The test-only `debug-routes` component (components/debug-routes) and its `/debug/...` route:
+/// spin.toml never lists it (nothing ships its routes), the test manifests below add it.
+/// `cargo xtask build-components` (and `cargo xtask test`) build its wasm.
+pub const DEBUG_COMPONENT: &str = r#"
+# ---------------------------------------------------------------- debug-routes (host tests only)
+[[trigger.http]]
+route = "/debug/..."
+component = "debug-routes"
+
+[component.debug-routes]
+source = "target/wasm32-wasip2/release/debug_routes.wasm"
+key_value_stores = ["default"]
+allowed_outbound_hosts = []
+"#;
+
+/// Writes a copy of the repository's spin.toml plus [`DEBUG_COMPONENT`], changed by `edit`, with
+/// `source` paths made absolute so it works from a temp folder. Returns the folder (keep it
+/// alive) and the file.
 pub fn edited_manifest(edit: impl FnOnce(String) -> String) -> (TempDir, PathBuf) {
     let text = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
+    write_manifest(edit(text + DEBUG_COMPONENT))
+}
+
+/// The repository's spin.toml as it ships (no [`DEBUG_COMPONENT`]), changed by `edit`, with
+/// `source` paths made absolute so it works from a temp folder.
+pub fn shipped_manifest(edit: impl FnOnce(String) -> String) -> (TempDir, PathBuf) {
+    write_manifest(edit(std::fs::read_to_string(repo_root().join("spin.toml")).unwrap()))
+}
+
+fn write_manifest(text: String) -> (TempDir, PathBuf) {
     let root = repo_root().display().to_string();
-    let text = edit(text).replace("source = \"", &format!("source = \"{root}/"));
+    let text = text.replace("source = \"", &format!("source = \"{root}/"));
     let dir = TempDir::new("manifest");
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, text).unwrap();
     (dir, path)
 }
 
-/// Like [`edited_manifest`], keeping only the `health` and `heartbeat` components and their
-/// triggers: host behaviour tests then start in well under a second and do not depend on the
-/// (large, separately owned) tract components.
+/// Like [`edited_manifest`], keeping only the `health`, `heartbeat` and `debug-routes`
+/// components and their triggers: host behaviour tests then start in well under a second and do
+/// not depend on the (large, separately owned) tract components.
 pub fn core_manifest(edit: impl FnOnce(String) -> String) -> (TempDir, PathBuf) {
     edited_manifest(|text| {
-        const KEEP: [&str; 2] = ["health", "heartbeat"];
+        const KEEP: [&str; 3] = ["health", "heartbeat", "debug-routes"];
         let mut doc: toml::Table = toml::from_str(&edit(text)).unwrap();
         doc["component"].as_table_mut().unwrap().retain(|id, _| KEEP.contains(&id));
         for (_, triggers) in doc["trigger"].as_table_mut().unwrap().iter_mut() {
@@ -106,7 +132,8 @@ impl TestHost {
         Self::start_with(Options::default())
     }
 
-    /// Serves only health + heartbeat (see [`core_manifest`]) with extra host arguments.
+    /// Serves only health + heartbeat + debug-routes (see [`core_manifest`]) with extra host
+    /// arguments.
     pub fn start_core(args: &[&str]) -> Self {
         let (dir, manifest) = core_manifest(|text| text);
         Self::start_core_with(dir, manifest, args)
