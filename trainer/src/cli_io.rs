@@ -158,6 +158,7 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
     let description = args.description.clone().unwrap_or_else(|| {
         format!("{} trained on {} ({} epochs), exported from {}", arch.name, test.name, ck.meta.progress.epoch, args.checkpoint.display())
     });
+    let (training_data, attribution) = source.provenance();
     let info = crate::export::CardInfo {
         name,
         version: args.version.clone(),
@@ -166,8 +167,8 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         normalization: crate::data::model_normalization(),
         training,
         aliases: args.aliases.clone(),
-        training_data: source.provenance().0,
-        attribution: source.provenance().1,
+        training_data,
+        attribution,
     };
     let out = crate::export::export(&arch, &ck.weights, info, &args.out)?;
     println!("wrote {}, {}, {}", out.onnx_path.display(), out.nnef_path.display(), out.card_path.display());

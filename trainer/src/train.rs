@@ -394,6 +394,7 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
                 created_at: chrono::Local::now().to_rfc3339(),
                 seed: config.seed,
             };
+            let (training_data, attribution) = source.provenance();
             let info = crate::export::CardInfo {
                 name: name.clone(),
                 version: "1".into(),
@@ -405,8 +406,8 @@ pub fn run(config: &TrainConfig, resume: Option<PathBuf>, stop: Arc<AtomicBool>)
                 normalization: crate::data::model_normalization(),
                 training: Some(training),
                 aliases: config.aliases.clone(),
-                training_data: source.provenance().0,
-                attribution: source.provenance().1,
+                training_data,
+                attribution,
             };
             let exported = crate::export::export(&arch, &weights, info, dir)?;
             let eval = crate::export::evaluate::measure_and_record(&exported.card_path, &source, Split::Test)?;
