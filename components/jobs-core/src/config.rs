@@ -22,6 +22,8 @@ pub struct Config {
     pub max_attempts: u32,
     /// Values are split into chunks of at most this many bytes.
     pub chunk_bytes: usize,
+    /// Whether `GET /tasks` lists tasks (every client's); off by default, for operators only.
+    pub list_tasks: bool,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             sweep_interval: Duration::minutes(10),
             max_attempts: 3,
             chunk_bytes: 512 * 1024,
+            list_tasks: false,
         }
     }
 }
@@ -48,6 +51,7 @@ pub const VARIABLES: &[&str] = &[
     "retention_seconds",
     "lease_seconds",
     "sweep_interval_seconds",
+    "list_tasks",
 ];
 
 impl Config {
@@ -85,6 +89,12 @@ impl Config {
         if let Some(n) = number("sweep_interval_seconds")? {
             config.sweep_interval = Duration::seconds(n);
         }
+        match lookup("list_tasks").as_deref().map(str::trim) {
+            None | Some("") => {}
+            Some("true") => config.list_tasks = true,
+            Some("false") => config.list_tasks = false,
+            Some(v) => anyhow::bail!("variable list_tasks must be \"true\" or \"false\", got {v:?}"),
+        }
         Ok(config)
     }
 }
@@ -106,5 +116,17 @@ mod tests {
         assert_eq!(c.retention, Config::default().retention);
         assert!(Config::from_variables(|_| Some("-3".into())).is_err());
         assert!(Config::from_variables(|_| Some("ten".into())).is_err());
+    }
+
+    #[test]
+    fn listing_tasks_is_off_unless_enabled() {
+        assert!(!Config::default().list_tasks);
+        assert!(!Config::from_variables(|_| None).unwrap().list_tasks);
+        let with = |v: &'static str| Config::from_variables(move |n| (n == "list_tasks").then(|| v.to_string()));
+        assert!(with("true").unwrap().list_tasks);
+        assert!(!with("false").unwrap().list_tasks);
+        assert!(!with("").unwrap().list_tasks);
+        assert!(with("yes").is_err());
+        assert!(with("1").is_err());
     }
 }

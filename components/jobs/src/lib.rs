@@ -56,6 +56,10 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 }
             }
         }
+        (&Method::GET, ["tasks"]) if !config.list_tasks => error(StatusCode::NOT_FOUND, json!({
+            "error": "listing tasks is disabled; set the Spin variable jobs_list_tasks=true to enable it (operators only)",
+            "kind": "listing_disabled",
+        })),
         (&Method::GET, ["tasks"]) => list(&jobs, param("status"), param("limit"), param("after")).await?,
         (&Method::GET, ["tasks", id]) => match jobs.get(id).await? {
             Some(job) => {

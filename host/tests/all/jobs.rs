@@ -164,6 +164,12 @@ fn async_predict_answers_202_at_once_and_ends_with_the_results_of_predict() {
     assert_eq!(task["status"], "done", "{task}");
     assert_eq!((task["task_id"].as_str(), task["model"].as_str(), task["kind"].as_str()), (Some(id.as_str()), Some("cnn"), Some("async")));
     assert!(time(&task["finished_at"]) >= time(&task["created_at"]));
+    assert_eq!(id.len(), 41, "{id}");
+
+    // Listing is off by default (ids are capabilities); the task itself stays readable by id.
+    let listing = h.host.get("/tasks");
+    assert_eq!((listing.status, listing.json()["kind"].as_str()), (404, Some("listing_disabled")), "{}", listing.body);
+    assert_eq!(h.host.get(&format!("/tasks/{id}")).status, 200);
 
     let sync = h.post_fixture("/predict/cnn", "test_images_100.npz");
     assert_eq!(sync.status, 200, "{}", sync.body);
@@ -200,7 +206,7 @@ impl JobsHost {
 
 #[test]
 fn a_scheduled_batch_runs_after_execute_at_within_one_cron_period() {
-    let h = JobsHost::start("schedule", 1, &[]);
+    let h = JobsHost::start("schedule", 1, &[("SPIN_VARIABLE_JOBS_LIST_TASKS", "true")]);
     let at = whole_second_ahead(Duration::from_secs(2));
     let reply = h.post_fixture(&format!("/schedule/cnn?execute_at={}", query_time(at)), "test_images_10.npz");
     assert_eq!(reply.status, 202, "{}", reply.body);
@@ -319,7 +325,11 @@ fn bad_input_gets_4xx_json_and_stores_nothing() {
     let h = JobsHost::start(
         "bad",
         1,
-        &[("SPIN_VARIABLE_JOBS_MAX_INPUT_BYTES", "20000"), ("SPIN_VARIABLE_JOBS_MAX_SCHEDULE_HORIZON_SECONDS", "3600")],
+        &[
+            ("SPIN_VARIABLE_JOBS_MAX_INPUT_BYTES", "20000"),
+            ("SPIN_VARIABLE_JOBS_MAX_SCHEDULE_HORIZON_SECONDS", "3600"),
+            ("SPIN_VARIABLE_JOBS_LIST_TASKS", "true"),
+        ],
     );
     let (ct, one) = multipart_body("upload_file", "test_image_0.npz", NPZ, &fixture("k49/test_image_0.npz"));
     let soon = query_time(Utc::now() + chrono::Duration::seconds(30));
