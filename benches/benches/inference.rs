@@ -14,6 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use http_body_util::{BodyExt, Full};
 use kana_host::engine::{load_component, new_engine, new_linker};
 use kana_host::http::pool::{ComponentPool, PoolConfig};
+use kana_host::limits::MemoryPolicy;
 use kana_host::key_value::{KeyValueAccess, MemoryBackend};
 use kana_host::manifest::DirMount;
 use kana_host::state::ComponentEnv;
@@ -38,15 +39,17 @@ fn wasm_pool(models: &Path, cache: &Path, chunk: usize) -> anyhow::Result<Compon
         environment: vec![],
         key_value: KeyValueAccess::new(Arc::new(MemoryBackend::default()), BTreeSet::new(), known),
         variables: Arc::new([("chunk_size".to_string(), chunk.to_string())].into_iter().collect()),
+        memory: MemoryPolicy::default(),
     };
-    let config = PoolConfig { instances: 1, max_requests_per_instance: usize::MAX, request_timeout: std::time::Duration::from_secs(60) };
+    let config = PoolConfig { instances: 1, max_requests_per_instance: usize::MAX, ..PoolConfig::default() };
     Ok(ComponentPool::new(engine, ProxyPre::P3(pre), env, config))
 }
 
 async fn post(pool: &ComponentPool, path: &str, body: &Bytes) -> Bytes {
     let body = Full::new(body.clone()).map_err(|never| match never {}).boxed_unsync();
     let request = http::Request::post(format!("http://localhost{path}")).header("content-type", "application/x-npz").body(body).unwrap();
-    let response = pool.handle(request).await.expect("component answered");
+    let _slot = pool.admit().await.expect("one client");
+    let response = pool.handle(request, Default::default()).await.expect("component answered");
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.expect("body").to_bytes()
 }

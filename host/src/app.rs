@@ -16,8 +16,9 @@ use crate::cron::CronTrigger;
 use crate::engine::{Compiled, load_component, new_engine, new_linker};
 use crate::http::pool::{ComponentPool, PoolConfig};
 use crate::http::router::{Route, Router};
-use crate::http::{HttpApp, serve};
+use crate::http::{HttpApp, HttpLimits, serve};
 use crate::key_value::{KeyValueAccess, KeyValueBackend, SqliteBackend};
+use crate::limits::MemoryPolicy;
 use crate::manifest::Manifest;
 use crate::state::ComponentEnv;
 use crate::variables::{resolve_app_variables, resolve_component_variables};
@@ -30,8 +31,11 @@ pub struct UpOptions {
     pub state_dir: Option<PathBuf>,
     /// Defaults to `<state_dir>/cache`.
     pub cache_dir: Option<PathBuf>,
-    pub max_body_bytes: usize,
+    pub http: HttpLimits,
     pub pool: PoolConfig,
+    pub memory: MemoryPolicy,
+    /// A cron tick running longer is stopped and its instance replaced.
+    pub cron_timeout: Duration,
 }
 
 pub async fn up(options: UpOptions) -> Result<()> {
@@ -70,6 +74,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
             key_value: KeyValueAccess::new(backend.clone(), decl.key_value_stores.iter().cloned().collect(), known_stores.clone()),
             variables: resolve_component_variables(&decl.variables, &app_variables)
                 .with_context(|| format!("component `{id}`"))?,
+            memory: options.memory,
         };
         compiled.insert(id.to_owned(), (component, env));
     }
@@ -93,7 +98,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
         .iter()
         .map(|t| {
             let (component, env) = &compiled[&t.component];
-            CronTrigger::new(&engine, component, &t.cron_expression, env.clone())
+            CronTrigger::new(&engine, component, &t.cron_expression, env.clone(), options.cron_timeout)
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -104,7 +109,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
     print_banner(&manifest, &router, &crons, local, started.elapsed());
 
     let cron_tasks: Vec<_> = crons.into_iter().map(|c| tokio::spawn(c.run())).collect();
-    let app = Arc::new(HttpApp { router, pools, max_body_bytes: options.max_body_bytes });
+    let app = Arc::new(HttpApp { router, pools, limits: options.http });
     serve(listener, app, shutdown_signal()).await?;
     crate::http::pool::begin_shutdown();
     for task in cron_tasks {

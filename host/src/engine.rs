@@ -8,14 +8,28 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, Store};
 
 use crate::state::HostState;
 
+/// The engine, with epoch interruption on and its ticker started (see `limits`).
 pub fn new_engine() -> Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model_async(true);
-    Engine::new(&config).map_err(Into::into)
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config)?;
+    crate::limits::start_epoch_ticker(&engine);
+    Ok(engine)
+}
+
+/// A store for one instance: its memory limiter installed, and running wasm yielding to the
+/// async runtime at every epoch tick, so request deadlines and client disconnects are noticed
+/// while a guest computes (the caller then drops the store, which stops the guest).
+pub fn new_store(engine: &Engine, state: HostState) -> Store<HostState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
 }
 
 /// A linker with WASI (0.2 and 0.3), wasi:http 0.3 types and the Spin interfaces.

@@ -8,6 +8,7 @@ pub mod cron;
 pub mod engine;
 pub mod http;
 pub mod key_value;
+pub mod limits;
 pub mod manifest;
 pub mod state;
 pub mod variables;

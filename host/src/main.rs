@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kana_host::app::{UpOptions, up};
+use kana_host::http::HttpLimits;
 use kana_host::http::pool::PoolConfig;
+use kana_host::limits::MemoryPolicy;
 
 #[derive(Parser)]
 #[command(version, about = "Runs a Spin application (spin.toml) on wasmtime, like `spin up`")]
@@ -37,12 +39,34 @@ enum Command {
         /// Requests handled at once per component [default: number of CPUs].
         #[arg(long)]
         instances: Option<usize>,
+        /// Requests that may wait for a busy component; more are answered 503 with Retry-After.
+        #[arg(long, default_value_t = 64)]
+        max_queued: usize,
         /// Requests one instance serves before a fresh one replaces it.
         #[arg(long, default_value_t = 100_000)]
         max_requests_per_instance: usize,
-        /// Seconds a component has to start its response before the request fails.
-        #[arg(long, default_value_t = 120)]
+        /// Seconds from a request's arrival to its response headers (504 after), and the limit
+        /// for work a component carries on with after responding.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
         request_timeout_secs: u64,
+        /// Seconds a client has to send its request headers.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        header_timeout_secs: u64,
+        /// Seconds a client has to send its body once the request is admitted (408 after).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        body_timeout_secs: u64,
+        /// Open connections at once; more wait in the accept backlog.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections: u64,
+        /// A component instance's linear memory may not grow past this many MiB.
+        #[arg(long, default_value_t = MemoryPolicy::default().max_bytes >> 20)]
+        max_instance_memory_mib: usize,
+        /// An instance whose memory grew past this many MiB is replaced after its requests.
+        #[arg(long, default_value_t = MemoryPolicy::default().recycle_above_bytes >> 20)]
+        recycle_instance_memory_mib: usize,
+        /// Seconds a cron tick may run before it is stopped.
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        cron_timeout_secs: u64,
     },
 }
 
@@ -62,21 +86,36 @@ fn main() -> anyhow::Result<()> {
         cache_dir,
         max_body_bytes,
         instances,
+        max_queued,
         max_requests_per_instance,
         request_timeout_secs,
+        header_timeout_secs,
+        body_timeout_secs,
+        max_connections,
+        max_instance_memory_mib,
+        recycle_instance_memory_mib,
+        cron_timeout_secs,
     } = Cli::parse().command;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let request_timeout = Duration::from_secs(request_timeout_secs);
+    let pool = PoolConfig { max_queued, max_requests_per_instance, request_timeout, ..PoolConfig::default() };
     let options = UpOptions {
         listen,
         manifest,
         state_dir,
         cache_dir,
-        max_body_bytes,
-        pool: PoolConfig {
-            instances: instances.unwrap_or(cpus),
-            max_requests_per_instance,
-            request_timeout: Duration::from_secs(request_timeout_secs),
+        http: HttpLimits {
+            max_body_bytes,
+            max_connections: max_connections as usize,
+            header_read_timeout: Duration::from_secs(header_timeout_secs),
+            body_read_timeout: Duration::from_secs(body_timeout_secs),
+            request_timeout,
         },
+        pool: PoolConfig { instances: instances.unwrap_or(pool.instances), ..pool },
+        memory: MemoryPolicy {
+            max_bytes: max_instance_memory_mib << 20,
+            recycle_above_bytes: recycle_instance_memory_mib << 20,
+        },
+        cron_timeout: Duration::from_secs(cron_timeout_secs),
     };
     tokio::runtime::Runtime::new()?.block_on(up(options))
 }

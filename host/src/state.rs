@@ -5,6 +5,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use crate::key_value::KeyValueAccess;
+use crate::limits::{GuestMemory, MemoryPolicy};
 use crate::manifest::DirMount;
 use crate::variables::ComponentVariables;
 
@@ -15,6 +16,7 @@ pub struct HostState {
     pub table: ResourceTable,
     pub key_value: KeyValueAccess,
     pub variables: ComponentVariables,
+    pub memory: GuestMemory,
     hooks: NoOutboundHttp,
 }
 
@@ -62,6 +64,7 @@ pub struct ComponentEnv {
     pub environment: Vec<(String, String)>,
     pub key_value: KeyValueAccess,
     pub variables: ComponentVariables,
+    pub memory: MemoryPolicy,
 }
 
 impl ComponentEnv {
@@ -77,6 +80,7 @@ impl ComponentEnv {
             table: ResourceTable::new(),
             key_value: self.key_value.clone(),
             variables: self.variables.clone(),
+            memory: GuestMemory::new(self.memory),
             hooks: NoOutboundHttp,
         })
     }

@@ -10,6 +10,10 @@
 //! - `POST /debug/echo-size` — reads the body and returns its length (body limit tests),
 //! - `GET /debug/headers/...` — echoes the `spin-*` request headers the host added,
 //! - `GET /debug/open/:label` — tries to open a key-value store, reports the error kind.
+//! - `GET /debug/spin/:ms` — computes for `:ms` milliseconds (`forever` never stops), for the
+//!   time-limit, cancellation and saturation tests,
+//! - `GET /debug/alloc/:mib` — grows the instance's memory by `:mib` MiB and keeps it, for the
+//!   memory cap and recycling tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +48,11 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 .collect();
             ok(json!({ "uri": req.uri().to_string(), "headers": spin_headers }))
         }
+        (Method::GET, ["debug", "spin", ms]) => spin(ms),
+        (Method::GET, ["debug", "alloc", mib]) => match mib.parse::<usize>() {
+            Ok(mib) => alloc(mib),
+            Err(_) => error(StatusCode::BAD_REQUEST, format!("bad MiB count {mib}")),
+        },
         (Method::GET, ["debug", "open", label]) => match Store::open(label).await {
             Ok(_) => ok(json!({ "opened": label })),
             Err(e) => error(StatusCode::FORBIDDEN, format!("{e:?}")),
@@ -84,6 +93,31 @@ async fn kv(method: Method, key: &str, body: &[u8]) -> anyhow::Result<Reply> {
         }
         other => error(StatusCode::METHOD_NOT_ALLOWED, format!("{other} not allowed")),
     })
+}
+
+/// Busy work that never awaits: only the host's epoch interruption can stop it early.
+fn spin(ms: &str) -> Reply {
+    let limit = ms.parse::<u64>().ok().map(std::time::Duration::from_millis);
+    let started = std::time::Instant::now();
+    let mut x = 1u64;
+    while limit.is_none_or(|l| started.elapsed() < l) {
+        for _ in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    ok(json!({ "spun_ms": started.elapsed().as_millis() as u64, "x": x }))
+}
+
+/// Memory the instance keeps: wasm linear memory never shrinks, so this is what a large
+/// request leaves behind.
+static KEPT: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+fn alloc(mib: usize) -> Reply {
+    let block = vec![1u8; mib << 20];
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    kept.push(block);
+    let total: usize = kept.iter().map(Vec::len).sum();
+    ok(json!({ "kept_mib": total >> 20 }))
 }
 
 /// Answer now, keep working afterwards: the WASIp3 task outlives the response.

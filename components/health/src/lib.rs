@@ -31,13 +31,31 @@ fn error(status: StatusCode, message: String) -> Reply {
     (status, Json(json!({ "error": message })))
 }
 
+/// Key the health check writes: readiness means the store takes writes, not just reads.
+const PROBE_KEY: &str = "health/probe";
+
+/// 200 `ok` when the store reads and writes; 503 `degraded` (with the store's error) when it
+/// does not, e.g. a full disk or a write lock held elsewhere, so load balancers stop sending
+/// work that would fail.
 async fn health() -> anyhow::Result<Reply> {
-    let store = Store::open_default().await?;
-    let heartbeat = match store.get(HEARTBEAT_KEY).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        None => serde_json::Value::Null,
+    let store = match Store::open_default().await {
+        Ok(store) => store,
+        Err(e) => return Ok(degraded(format!("cannot open the key-value store: {e:?}"), serde_json::Value::Null)),
     };
+    let heartbeat = match store.get(HEARTBEAT_KEY).await {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        Ok(None) => serde_json::Value::Null,
+        Err(e) => return Ok(degraded(format!("the key-value store cannot be read: {e:?}"), serde_json::Value::Null)),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    if let Err(e) = store.set(PROBE_KEY, now.as_millis().to_string().as_bytes()).await {
+        return Ok(degraded(format!("the key-value store refuses writes: {e:?}"), heartbeat));
+    }
     Ok(ok(json!({ "status": "ok", "heartbeat": heartbeat })))
+}
+
+fn degraded(store_error: String, heartbeat: serde_json::Value) -> Reply {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "degraded", "store": store_error, "heartbeat": heartbeat })))
 }
 
 async fn version() -> Reply {

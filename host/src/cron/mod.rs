@@ -3,10 +3,11 @@
 //!
 //! One task per trigger runs its ticks one after another, so a trigger never overlaps itself: a
 //! tick that runs past the next scheduled time makes that time be skipped. The instance is kept
-//! between ticks (globals survive) and replaced after a trap.
+//! between ticks (globals survive) and replaced after a trap or when a tick runs past its time
+//! limit (the store is dropped, which stops the guest mid-computation).
 
 use std::str::FromStr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
@@ -30,16 +31,18 @@ pub struct CronTrigger {
     engine: Engine,
     pre: SpinCronPre<HostState>,
     env: ComponentEnv,
+    timeout: Duration,
 }
 
 impl CronTrigger {
-    pub fn new(engine: &Engine, component: &Component, expression: &str, env: ComponentEnv) -> Result<Self> {
+    /// A tick running longer than `timeout` is stopped and its instance replaced.
+    pub fn new(engine: &Engine, component: &Component, expression: &str, env: ComponentEnv, timeout: Duration) -> Result<Self> {
         let schedule = parse_schedule(expression)?;
         let linker = new_linker(engine)?;
         let pre = SpinCronPre::new(linker.instantiate_pre(component)?)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("component `{}` does not export spin:cron handle-cron-event", env.id))?;
-        Ok(Self { expression: expression.to_owned(), schedule, engine: engine.clone(), pre, env })
+        Ok(Self { expression: expression.to_owned(), schedule, engine: engine.clone(), pre, env, timeout })
     }
 
     pub fn component(&self) -> &str {
@@ -70,17 +73,18 @@ impl CronTrigger {
 
     async fn tick(&self, slot: &mut Option<(Store<HostState>, SpinCron)>, timestamp: u64) -> Result<()> {
         if slot.is_none() {
-            let mut store = Store::new(&self.engine, self.env.new_state()?);
+            let mut store = crate::engine::new_store(&self.engine, self.env.new_state()?);
             let cron = self.pre.instantiate_async(&mut store).await?;
             *slot = Some((store, cron));
         }
         let (store, cron) = slot.as_mut().expect("filled above");
         let cron = &*cron;
-        let outcome = store
-            .run_concurrent(async |accessor| cron.call_handle_cron_event(accessor, Metadata { timestamp }).await)
-            .await
-            .and_then(|r| r);
-        match outcome {
+        let run = store.run_concurrent(async |accessor| cron.call_handle_cron_event(accessor, Metadata { timestamp }).await);
+        let Ok(outcome) = tokio::time::timeout(self.timeout, run).await else {
+            *slot = None;
+            anyhow::bail!("stopped after its time limit of {} s; the instance will be replaced", self.timeout.as_secs());
+        };
+        match outcome.and_then(|r| r) {
             Ok(Ok(())) => Ok(()),
             // The guest reported an error; its instance is fine and stays.
             Ok(Err(guest_error)) => Err(anyhow::anyhow!("guest error: {guest_error:?}")),

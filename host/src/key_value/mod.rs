@@ -13,7 +13,7 @@ use anyhow::Result;
 use wasmtime::component::{Accessor, FutureReader, HasData, Linker, Resource, StreamReader};
 
 pub use memory::MemoryBackend;
-pub use sqlite::SqliteBackend;
+pub use sqlite::{SqliteBackend, is_full};
 
 use crate::bindings::spin::spin::key_value::key_value::{self as wit, Error};
 use crate::state::HostState;
@@ -71,7 +71,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
-/// Runs a blocking backend call on tokio's blocking pool, mapping failures to `error::other`.
+/// Runs a blocking backend call on tokio's blocking pool, mapping a full disk or database to
+/// `store-table-full` (guests answer 507) and other failures to `error::other`.
 async fn run_blocking<S, T: Send + 'static>(
     accessor: &Accessor<S, KeyValue>,
     store: &Resource<OpenStore>,
@@ -86,7 +87,7 @@ async fn run_blocking<S, T: Send + 'static>(
     tokio::task::spawn_blocking(move || op(backend.as_ref(), &label))
         .await
         .map_err(|e| Error::Other(e.to_string()))?
-        .map_err(|e| Error::Other(format!("{e:#}")))
+        .map_err(|e| if is_full(&e) { Error::StoreTableFull } else { Error::Other(format!("{e:#}")) })
 }
 
 impl<T> wit::HostStoreWithStore<T> for KeyValue {

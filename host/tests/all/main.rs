@@ -8,4 +8,5 @@ mod http_trigger;
 mod key_value;
 mod jobs;
 mod predict;
+mod reliability;
 mod shipped;

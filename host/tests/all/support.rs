@@ -210,6 +210,33 @@ impl TestHost {
         Reply { status, headers, body }
     }
 
+    /// The host's resident memory (VmRSS) in MiB.
+    pub fn rss_mib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib / 1024
+    }
+
+    /// CPU seconds (user + system) the host process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    /// The listening address, for raw-socket tests.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.base_url.trim_start_matches("http://").parse().unwrap()
+    }
+
     /// SIGKILL: no chance to flush or shut down cleanly.
     pub fn kill_hard(&mut self) {
         if let Some(mut child) = self.child.take() {

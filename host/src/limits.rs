@@ -1,0 +1,113 @@
+//! What one guest instance may use: a linear-memory cap (wasmtime `ResourceLimiter`) that also
+//! flags instances grown past a recycle threshold, and the epoch ticker that makes running wasm
+//! yield so deadlines and cancellations are checked while a guest computes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Engine, ResourceLimiter};
+
+/// How often the epoch advances; running wasm yields to the async runtime at each tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`] for the process' life.
+pub fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning a thread at start-up");
+}
+
+/// Memory rules for every instance of a component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPolicy {
+    /// A linear memory may not grow past this: the growth fails and the guest traps (Rust
+    /// guests abort on allocation failure), so one request cannot take the host down.
+    pub max_bytes: usize,
+    /// An instance whose memory grew past this takes no new requests once its current ones
+    /// finish, and is dropped: wasm memory never shrinks, so this is how RSS comes back.
+    pub recycle_above_bytes: usize,
+}
+
+impl Default for MemoryPolicy {
+    /// Sized from the shipped components' measured need (README "Limits"): predict with
+    /// resnet-wide on 1,000 images peaks near 120 MiB; a jobs slice is smaller.
+    fn default() -> Self {
+        MemoryPolicy { max_bytes: 1024 << 20, recycle_above_bytes: 256 << 20 }
+    }
+}
+
+/// Table elements are pointers; no component of ours needs more than a few thousand.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The per-store limiter; `oversized` is shared with the worker that decides on recycling.
+pub struct GuestMemory {
+    policy: MemoryPolicy,
+    oversized: Arc<AtomicBool>,
+    peak_bytes: usize,
+}
+
+impl GuestMemory {
+    pub fn new(policy: MemoryPolicy) -> Self {
+        GuestMemory { policy, oversized: Arc::new(AtomicBool::new(false)), peak_bytes: 0 }
+    }
+
+    /// Becomes true once any memory of the instance grew past the recycle threshold.
+    pub fn oversized_flag(&self) -> Arc<AtomicBool> {
+        self.oversized.clone()
+    }
+
+    /// The largest size any linear memory of this instance reached.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes
+    }
+}
+
+impl ResourceLimiter for GuestMemory {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.policy.max_bytes {
+            tracing::warn!(
+                "guest memory growth {} MiB → {} MiB refused (limit {} MiB)",
+                current >> 20,
+                desired >> 20,
+                self.policy.max_bytes >> 20
+            );
+            self.oversized.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+        self.peak_bytes = self.peak_bytes.max(desired);
+        if desired > self.policy.recycle_above_bytes {
+            self.oversized.store(true, Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_past_the_cap_is_refused_and_past_the_threshold_flags_recycling() {
+        let mut memory = GuestMemory::new(MemoryPolicy { max_bytes: 100, recycle_above_bytes: 50 });
+        let flag = memory.oversized_flag();
+        assert!(memory.memory_growing(0, 40, None).unwrap());
+        assert!(!flag.load(Ordering::Relaxed));
+        assert!(memory.memory_growing(40, 60, None).unwrap());
+        assert!(flag.load(Ordering::Relaxed), "past the recycle threshold");
+        assert!(!memory.memory_growing(60, 101, None).unwrap(), "past the cap");
+        assert_eq!(memory.peak_bytes(), 60);
+    }
+}
