@@ -106,6 +106,8 @@ pub async fn up(options: UpOptions) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr()?;
+    // Cranelift leaves hundreds of MB free in the heap after a fresh compile.
+    crate::limits::release_freed_memory();
     print_banner(&manifest, &router, &crons, local, started.elapsed());
 
     let cron_tasks: Vec<_> = crons.into_iter().map(|c| tokio::spawn(c.run())).collect();

@@ -16,7 +16,8 @@ pub mod spin {
     });
 }
 
-/// The export of a cron component (`spin:cron@3.0.0`), called by the cron trigger.
+/// The export of a cron component (`spin:cron@3.0.0`), called by the cron trigger. Its WIT,
+/// `wit/deps/spin-cron@3.0.0/cron.wit`, is the one copy: the cron components generate theirs from it.
 pub mod cron {
     wasmtime::component::bindgen!({
         path: "wit",

@@ -42,6 +42,9 @@ enum Command {
         /// Requests that may wait for a busy component; more are answered 503 with Retry-After.
         #[arg(long, default_value_t = 64)]
         max_queued: usize,
+        /// Seconds an instance may sit idle before it is dropped (its memory returned).
+        #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+        instance_idle_secs: u64,
         /// Requests one instance serves before a fresh one replaces it.
         #[arg(long, default_value_t = 100_000)]
         max_requests_per_instance: usize,
@@ -53,7 +56,7 @@ enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         header_timeout_secs: u64,
         /// Seconds a client has to send its body once the request is admitted (408 after).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         body_timeout_secs: u64,
         /// Open connections at once; more wait in the accept backlog.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         instances,
         max_queued,
         max_requests_per_instance,
+        instance_idle_secs,
         request_timeout_secs,
         header_timeout_secs,
         body_timeout_secs,
@@ -97,7 +101,13 @@ fn main() -> anyhow::Result<()> {
         cron_timeout_secs,
     } = Cli::parse().command;
     let request_timeout = Duration::from_secs(request_timeout_secs);
-    let pool = PoolConfig { max_queued, max_requests_per_instance, request_timeout, ..PoolConfig::default() };
+    let pool = PoolConfig {
+        max_queued,
+        max_requests_per_instance,
+        request_timeout,
+        idle_timeout: Duration::from_secs(instance_idle_secs),
+        ..PoolConfig::default()
+    };
     let options = UpOptions {
         listen,
         manifest,

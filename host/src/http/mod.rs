@@ -55,7 +55,7 @@ impl Default for HttpLimits {
             max_body_bytes: 16 * 1024 * 1024,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
         }
     }
@@ -136,8 +136,13 @@ async fn handle(app: &HttpApp, req: Request<Incoming>, client: SocketAddr, local
     }
     let mut line = LogLine { started: Instant::now(), method: req.method().clone(), path: req.uri().path().to_owned(), status: None };
     let deadline = tokio::time::Instant::now() + app.limits.request_timeout;
+    let large_body = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).is_some_and(|n| n > 1 << 20);
     let response = dispatch(app, req, client, local, deadline).await;
     line.status = Some(response.status());
+    if large_body {
+        // The body's buffers are free now; without this glibc keeps them and RSS stays up.
+        tokio::task::spawn_blocking(crate::limits::release_freed_memory);
+    }
     response
 }
 

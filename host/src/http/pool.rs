@@ -8,6 +8,9 @@
 //! threshold (`limits::MemoryPolicy`). At most `instances` requests per component run at once,
 //! which also bounds how many instances exist; at most `max_queued` more wait for a slot.
 //!
+//! An instance idle for `idle_timeout` is dropped too, so a quiet host goes back to its
+//! start-up memory.
+//!
 //! Time limits: the HTTP trigger answers 504 at the request deadline and marks the request
 //! abandoned, as it does when the client hangs up. An instance with an abandoned request, or
 //! one still computing `request_timeout` after its latest request started (or after its last
@@ -61,6 +64,9 @@ pub struct PoolConfig {
     /// From a request's arrival to its response headers; also the limit for work a guest
     /// carries on with after its last response.
     pub request_timeout: Duration,
+    /// An instance idle this long is dropped, giving its memory back; the next request pays
+    /// for a fresh instance (and its model load).
+    pub idle_timeout: Duration,
 }
 
 impl Default for PoolConfig {
@@ -71,6 +77,7 @@ impl Default for PoolConfig {
             max_queued: 64,
             max_requests_per_instance: 100_000,
             request_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -177,6 +184,7 @@ impl HandlerState for PoolState {
             expiration: Expiry {
                 requests: requests.clone(),
                 limit: self.config.request_timeout + KILL_GRACE,
+                idle_limit: self.config.idle_timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
                 armed_for: None,
             },
@@ -211,6 +219,7 @@ impl Requests {
 struct Expiry {
     requests: Arc<Requests>,
     limit: Duration,
+    idle_limit: Duration,
     sleep: Pin<Box<Sleep>>,
     armed_for: Option<Instant>,
 }
@@ -220,10 +229,7 @@ impl WorkerExpiration for Expiry {
         if self.requests.any_abandoned() {
             return Poll::Ready(());
         }
-        if status == WorkerStatus::Idle {
-            return Poll::Pending;
-        }
-        let deadline = start + self.limit;
+        let deadline = start + if status == WorkerStatus::Idle { self.idle_limit } else { self.limit };
         if self.armed_for != Some(deadline) {
             self.sleep.as_mut().reset(deadline.into());
             self.armed_for = Some(deadline);
@@ -273,11 +279,13 @@ impl WorkerState for Worker {
 
     fn drop(&self, store: Store<HostState>, result: wasmtime::Result<()>) {
         let peak_mib = store.data().memory.peak_bytes() >> 20;
+        drop(store);
+        crate::limits::release_freed_memory();
         match result {
             Ok(()) if self.oversized.load(Ordering::Relaxed) => {
                 tracing::info!(component = %self.component, "instance recycled after its memory grew to {peak_mib} MiB")
             }
-            Ok(()) => tracing::debug!(component = %self.component, "instance retired ({peak_mib} MiB)"),
+            Ok(()) => tracing::debug!(component = %self.component, "instance retired or idle ({peak_mib} MiB)"),
             Err(e) if SHUTTING_DOWN.load(Ordering::Relaxed) => {
                 tracing::debug!(component = %self.component, "instance stopped at shutdown: {e}")
             }

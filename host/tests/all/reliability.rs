@@ -201,3 +201,12 @@ fn health_reports_degraded_while_the_store_refuses_writes() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["status"], "ok");
 }
+
+#[test]
+fn an_idle_instance_is_dropped_and_the_next_request_gets_a_fresh_one() {
+    let host = TestHost::start_core(&["--instances", "1", "--instance-idle-secs", "1"]);
+    assert_eq!(requests_seen(&host), 1);
+    assert_eq!(requests_seen(&host), 2, "reused while busy");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(requests_seen(&host), 1, "the idle instance was dropped");
+}
