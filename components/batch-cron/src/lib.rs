@@ -1,5 +1,6 @@
 //! Batch cron component: each tick runs due scheduled jobs, async jobs whose own run never
-//! finished, and runs interrupted past their lease; then deletes jobs past retention.
+//! finished, runs interrupted past their lease, and the next turn of jobs too big for one; then
+//! deletes jobs past retention. A tick starts no run after `tick_budget`.
 //! All the logic is `kana_jobs::Jobs::tick`; claims make overlapping ticks and several hosts safe.
 
 use kana_jobs::Jobs;
@@ -8,7 +9,7 @@ use kana_jobs::spin::{InferencePredictor, SpinClock, SpinKv, limits, load_config
 // Generates `Guest`, `Metadata`, `Error` and `export!` for the `spin-cron` world.
 spin_sdk::wit_bindgen::generate!({
     world: "spin-cron",
-    path: "wit",
+    path: "../../host/wit/deps/spin-cron@3.0.0",
     runtime_path: "spin_sdk::wit_bindgen::rt",
 });
 
@@ -28,10 +29,10 @@ async fn tick() -> anyhow::Result<()> {
     // A fresh owner per tick: two ticks of the same instance must not share a claim.
     let owner = kana_jobs::job::new_owner_id();
     let report = jobs.tick(&owner, &predictor).await?;
-    if report.ran + report.expired + report.lost_claims > 0 || report.swept {
+    if report.ran + report.paused + report.deferred + report.expired + report.lost_claims > 0 || report.swept {
         kana_inference::log_line(&format!(
-            "batch-cron: ran {} job(s), lost {} claim(s) to other runners, deleted {} expired, swept: {} ({} orphan keys deleted)",
-            report.ran, report.lost_claims, report.expired, report.swept, report.orphans
+            "batch-cron: ran {} job(s), lost {} claim(s) to other runners, paused {} big job(s), deferred {} to the next tick, deleted {} expired, swept: {} ({} orphan keys deleted)",
+            report.ran, report.lost_claims, report.paused, report.deferred, report.expired, report.swept, report.orphans
         ));
     }
     Ok(())

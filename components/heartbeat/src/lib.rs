@@ -3,10 +3,11 @@
 
 use spin_sdk::key_value::Store;
 
-// Generates `Guest`, `Metadata`, `Error` and `export!` for the `spin-cron` world.
+// Generates `Guest`, `Metadata`, `Error` and `export!` for the `spin-cron` world, from the one copy
+// of its WIT, which kana-host's cron trigger reads too.
 spin_sdk::wit_bindgen::generate!({
     world: "spin-cron",
-    path: "wit",
+    path: "../../host/wit/deps/spin-cron@3.0.0",
     runtime_path: "spin_sdk::wit_bindgen::rt",
 });
 

@@ -7,8 +7,8 @@
 //! The runner then re-reads the job record, which the winner marks `running` with its own lease
 //! right after its read-back; the late runner sees that and backs off. A double run therefore
 //! needs two stalls longer than `settle` in the same race. A lease that expires while a run is
-//! still going (a run longer than `lease`) also lets a second runner start: the lease must be
-//! longer than any run.
+//! still going lets a second runner start, so runners work in slices and [`renew`] the claim
+//! between them; a runner whose claim expired or changed hands stops without writing.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,21 @@ pub async fn acquire(
     kv.set(&key, &serde_json::to_vec(&record)?).await?;
     clock.sleep(settle).await;
     Ok(read(kv, &key).await?.is_some_and(|c| c.owner == owner))
+}
+
+/// Extends `owner`'s claim to `lease` from now, between slices of a long run. False if the claim
+/// is someone else's, gone, or already expired: another runner may have taken the job since, so
+/// the caller must stop and write nothing. Renewing only a live claim needs no settle: nobody
+/// else writes a claim they read as live (see `acquire`).
+pub async fn renew(kv: &impl KeyValue, clock: &impl Clock, id: &str, owner: &str, lease: Duration) -> anyhow::Result<bool> {
+    let key = keys::claim(id);
+    let now = clock.now();
+    if !read(kv, &key).await?.is_some_and(|c| c.owner == owner && c.expires_at > now) {
+        return Ok(false);
+    }
+    let record = ClaimRecord { owner: owner.to_owned(), expires_at: now + lease };
+    kv.set(&key, &serde_json::to_vec(&record)?).await?;
+    Ok(true)
 }
 
 /// Deletes the claim if `owner` still holds it.
@@ -99,6 +114,28 @@ mod tests {
             assert!(kv.get(&keys::claim("j")).await.unwrap().is_some(), "a no longer holds it");
             release(&kv, "j", "b").await.unwrap();
             assert!(kv.is_empty());
+        });
+    }
+
+    #[test]
+    fn renewing_extends_a_live_claim_and_fails_once_it_is_lost() {
+        let kv = MemoryKv::new();
+        let clock = ManualClock::new(start());
+        let lease = Duration::seconds(30);
+        let settle = std::time::Duration::ZERO;
+        block_on(async {
+            assert!(!renew(&kv, &clock, "j", "a", lease).await.unwrap(), "nothing to renew");
+            assert!(acquire(&kv, &clock, "j", "a", lease, settle).await.unwrap());
+            for _ in 0..4 {
+                clock.advance(Duration::seconds(20));
+                assert!(renew(&kv, &clock, "j", "a", lease).await.unwrap());
+                assert!(!acquire(&kv, &clock, "j", "b", lease, settle).await.unwrap(), "renewed, still held");
+            }
+            clock.advance(Duration::seconds(31));
+            assert!(!renew(&kv, &clock, "j", "a", lease).await.unwrap(), "expired: may be taken");
+            assert!(acquire(&kv, &clock, "j", "b", lease, settle).await.unwrap());
+            assert!(!renew(&kv, &clock, "j", "a", lease).await.unwrap(), "taken");
+            assert!(renew(&kv, &clock, "j", "b", lease).await.unwrap());
         });
     }
 }

@@ -24,6 +24,19 @@ pub struct Config {
     pub chunk_bytes: usize,
     /// Whether `GET /tasks` lists tasks (every client's); off by default, for operators only.
     pub list_tasks: bool,
+    /// Images predicted between two claim renewals and progress saves. A slice must take far
+    /// less than `lease`, or the runner loses its claim and the slice is thrown away.
+    pub slice_images: usize,
+    /// How long one runner's turn on a job may last (after the submission or in a tick) before
+    /// it saves its progress and leaves the rest to the next tick. At least one slice always runs.
+    pub run_budget: Duration,
+    /// A tick starts no run after this long, so one tick ends in time for the next and a big job
+    /// cannot hold every other due job back.
+    pub tick_budget: Duration,
+    /// Unfinished jobs one store may hold; more submissions are refused with 429.
+    pub max_queued_jobs: usize,
+    /// Upload bytes of unfinished jobs one store may hold; more submissions are refused with 429.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Config {
@@ -39,6 +52,11 @@ impl Default for Config {
             max_attempts: 3,
             chunk_bytes: 512 * 1024,
             list_tasks: false,
+            slice_images: 256,
+            run_budget: Duration::seconds(10),
+            tick_budget: Duration::seconds(30),
+            max_queued_jobs: 200,
+            max_queued_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -52,6 +70,11 @@ pub const VARIABLES: &[&str] = &[
     "lease_seconds",
     "sweep_interval_seconds",
     "list_tasks",
+    "slice_images",
+    "run_budget_seconds",
+    "tick_budget_seconds",
+    "max_queued_jobs",
+    "max_queued_bytes",
 ];
 
 impl Config {
@@ -89,6 +112,21 @@ impl Config {
         if let Some(n) = number("sweep_interval_seconds")? {
             config.sweep_interval = Duration::seconds(n);
         }
+        if let Some(n) = number("slice_images")? {
+            config.slice_images = n as usize;
+        }
+        if let Some(n) = number("run_budget_seconds")? {
+            config.run_budget = Duration::seconds(n);
+        }
+        if let Some(n) = number("tick_budget_seconds")? {
+            config.tick_budget = Duration::seconds(n);
+        }
+        if let Some(n) = number("max_queued_jobs")? {
+            config.max_queued_jobs = n as usize;
+        }
+        if let Some(n) = number("max_queued_bytes")? {
+            config.max_queued_bytes = n as usize;
+        }
         match lookup("list_tasks").as_deref().map(str::trim) {
             None | Some("") => {}
             Some("true") => config.list_tasks = true,
@@ -108,9 +146,13 @@ mod tests {
         let c = Config::from_variables(|n| match n {
             "lease_seconds" => Some("5".into()),
             "max_input_bytes" => Some("1000".into()),
+            "run_budget_seconds" => Some("3".into()),
+            "max_queued_jobs" => Some("7".into()),
             _ => None,
         })
         .unwrap();
+        assert_eq!((c.run_budget, c.max_queued_jobs), (Duration::seconds(3), 7));
+        assert_eq!(c.tick_budget, Config::default().tick_budget);
         assert_eq!(c.lease, Duration::seconds(5));
         assert_eq!(c.max_input_bytes, 1000);
         assert_eq!(c.retention, Config::default().retention);

@@ -52,12 +52,29 @@ pub struct Job {
     pub input_bytes: usize,
     pub input_chunks: u32,
     pub result_chunks: u32,
+    /// Length of the results value (a JSON array, grown slice by slice); bytes past it in the
+    /// last chunk are left over from a turn that stopped before saving. None in records written
+    /// before results were appended in slices: the chunks hold exactly the array.
+    #[serde(default)]
+    pub result_bytes: Option<usize>,
+    /// Images in the upload, known once a run has decoded it (0 before).
+    #[serde(default)]
+    pub images: usize,
+    /// Images whose results are stored: a later turn resumes from here.
+    #[serde(default)]
+    pub images_done: usize,
     pub error: Option<String>,
-    /// Runs started (each also leaves a `run/{owner}` key): 1 for a normal job, more if retried.
+    /// Runs started (each also leaves a `run/{owner}` key): 1 for a normal job, one more for each
+    /// interrupted run taken over. A turn that continues a cleanly paused run is not a new run.
     pub runs: u32,
+    /// Turns runners took on the job: more than `runs` when it was too big for one `run_budget`.
+    #[serde(default)]
+    pub turns: u32,
     /// Owners of the runs started, so deleting the job also deletes their `run/{owner}` keys.
     #[serde(default)]
     pub run_owners: Vec<String>,
+    /// While `running`: Some while a runner holds it (or died holding it), None when the last
+    /// turn paused at its budget and handed the rest to the next tick.
     pub lease: Option<Lease>,
 }
 
@@ -83,6 +100,9 @@ impl Job {
             "started_at": self.started_at.map(timestamp_ms),
             "finished_at": self.finished_at.map(timestamp_ms),
             "runs": self.runs,
+            "turns": self.turns,
+            "images": self.images,
+            "images_done": self.images_done,
             "error": self.error,
         })
     }
@@ -164,10 +184,26 @@ pub mod keys {
     pub fn run_marker(id: &str, owner: &str) -> String {
         format!("jobs/job/{id}/run/{owner}")
     }
+    /// Present while a job is unfinished; its upload size is in the key so one key listing
+    /// answers "how much work is queued" without reading every record.
+    pub fn queued(id: &str, input_bytes: usize) -> String {
+        format!("jobs/job/{id}/queued/{input_bytes}")
+    }
+    /// The id and upload size if `key` is a [`queued`] marker.
+    pub fn queued_key(key: &str) -> Option<(&str, usize)> {
+        let (id, bytes) = key.strip_prefix(JOB_PREFIX)?.split_once("/queued/")?;
+        Some((id, bytes.parse().ok()?))
+    }
     pub fn bucket(index: &str, minute: i64) -> String {
         format!("jobs/index/{index}/{minute}")
     }
     pub const LAST_SWEEP: &str = "jobs/index/last_sweep";
+
+    /// The index name and minute if `key` is a [`bucket`].
+    pub fn bucket_key(key: &str) -> Option<(&str, i64)> {
+        let (index, minute) = key.strip_prefix("jobs/index/")?.split_once('/')?;
+        Some((index, minute.parse().ok()?))
+    }
 
     /// The id if `key` is a job's meta key (not one of its sub-keys).
     pub fn meta_key_id(key: &str) -> Option<&str> {
@@ -220,6 +256,11 @@ mod tests {
         assert_eq!(keys::meta_key_id(&keys::meta("x")), Some("x"));
         assert_eq!(keys::meta_key_id(&keys::claim("x")), None);
         assert_eq!(keys::meta_key_id(&format!("{}/0", keys::input("x"))), None);
+        assert_eq!(keys::meta_key_id(&keys::queued("x", 12)), None);
+        assert_eq!(keys::queued_key(&keys::queued("x", 12)), Some(("x", 12)));
+        assert_eq!(keys::queued_key(&keys::claim("x")), None);
+        assert_eq!(keys::bucket_key(&keys::bucket("due", 42)), Some(("due", 42)));
+        assert_eq!(keys::bucket_key(keys::LAST_SWEEP), None);
         assert_eq!(Status::parse("done"), Some(Status::Done));
         assert_eq!(Status::parse("nope"), None);
     }

@@ -20,6 +20,18 @@ pub trait KeyValue {
     async fn get_keys(&self) -> anyhow::Result<Vec<String>>;
 }
 
+/// A write the store refused for lack of space: Spin's `store-table-full`, which kana-host answers
+/// when SQLite's disk or database is full. Adapters return it (inside the `anyhow::Error`) so the
+/// component can answer 507 instead of a retryable 503.
+#[derive(Debug, thiserror::Error)]
+#[error("the key-value store is full: {0}")]
+pub struct StoreFull(pub String);
+
+/// Whether a store error (anywhere in its chain) is [`StoreFull`].
+pub fn is_store_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| cause.is::<StoreFull>())
+}
+
 #[allow(async_fn_in_trait)]
 pub trait Clock {
     fn now(&self) -> DateTime<Utc>;

@@ -6,11 +6,13 @@
 //!
 //! Key layout (all under `jobs/`): `job/{id}` record, `job/{id}/input/{n}` and
 //! `job/{id}/result/{n}` chunks, `job/{id}/claim`, `job/{id}/run/{owner}` (one per started run),
+//! `job/{id}/queued/{bytes}` (while unfinished),
 //! `index/{due|expire}/{minute}` buckets, `index/last_sweep`.
 
 pub mod chunks;
 pub mod claim;
 pub mod config;
+pub mod faults;
 pub mod index;
 pub mod job;
 pub mod jobs;
@@ -21,4 +23,4 @@ pub mod spin;
 
 pub use config::Config;
 pub use job::{Job, Kind, Status};
-pub use jobs::{Jobs, NewJob, Page, Predictor, RunOutcome, SubmitError, TickReport, Trigger};
+pub use jobs::{Jobs, NewJob, Page, Predictor, Queued, RunOutcome, SubmitError, TickReport, Trigger};

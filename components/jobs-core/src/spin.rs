@@ -2,18 +2,19 @@
 //! key-value adapter, the clock, config from Spin variables, and the predictor that runs a stored
 //! upload through kana-inference's decoding, model and `predict_response` (what `/predict` uses).
 
+use std::ops::Range;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kana_inference::api::Timing;
-use kana_inference::{Limits, Prediction, Registry, decode_upload, predict_response};
-use spin_sdk::key_value::Store;
+use kana_inference::{Images, Limits, Model, Prediction, Registry, decode_upload, predict_response};
+use spin_sdk::key_value::{Error, Store};
 
 use crate::config::{self, Config};
 use crate::job::Job;
 use crate::jobs::Predictor;
-use crate::kv::{Clock, KeyValue};
+use crate::kv::{Clock, KeyValue, StoreFull};
 
 /// Where spin.toml mounts the models directory.
 pub const MODELS_DIR: &str = "/models";
@@ -22,22 +23,31 @@ pub struct SpinKv(pub Store);
 
 impl SpinKv {
     pub async fn open_default() -> anyhow::Result<Self> {
-        Ok(Self(Store::open_default().await?))
+        Store::open_default().await.map(Self).map_err(store_error)
+    }
+}
+
+/// Keeps spin's error in the chain, but as [`StoreFull`] when the store is out of space: kana-host
+/// answers `store-table-full` when SQLite's disk or database is full.
+fn store_error(e: Error) -> anyhow::Error {
+    match e {
+        Error::StoreTableFull => StoreFull("store-table-full".into()).into(),
+        other => other.into(),
     }
 }
 
 impl KeyValue for SpinKv {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.0.get(key).await?)
+        self.0.get(key).await.map_err(store_error)
     }
     async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        Ok(self.0.set(key, value).await?)
+        self.0.set(key, value).await.map_err(store_error)
     }
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        Ok(self.0.delete(key).await?)
+        self.0.delete(key).await.map_err(store_error)
     }
     async fn get_keys(&self) -> anyhow::Result<Vec<String>> {
-        Ok(self.0.get_keys().await.collect().await?)
+        self.0.get_keys().await.collect().await.map_err(store_error)
     }
 }
 
@@ -85,38 +95,51 @@ pub const IMAGES_PER_STEP: usize = 256;
 /// Runs stored uploads through the same decoding, model and response formatting as `/predict`;
 /// the job's id becomes the response's task id.
 ///
-/// Large batches run in steps of [`IMAGES_PER_STEP`] images with a short sleep between them: the
-/// sleep returns control to the host, so an instance running a long job still answers other
-/// requests (and sends the 202 of the request that spawned the job) between steps.
+/// Slices run in steps of [`IMAGES_PER_STEP`] images with a short sleep before each: the sleep
+/// returns control to the host, so an instance running a long job still answers other requests
+/// (and sends the 202 of the request that spawned the job) between steps.
 pub struct InferencePredictor<'a> {
     pub registry: &'a Registry,
     pub limits: Limits,
 }
 
-impl Predictor for InferencePredictor<'_> {
-    async fn predict(&self, job: &Job, input: Vec<u8>) -> Result<serde_json::Value, String> {
+/// A decoded upload and the model that runs it.
+pub struct Decoded<'a> {
+    model: &'a Model,
+    images: Images,
+}
+
+impl<'a> Predictor for InferencePredictor<'a> {
+    type Images = Decoded<'a>;
+
+    async fn decode(&self, job: &Job, input: Vec<u8>) -> Result<Decoded<'a>, String> {
         let model = self.registry.get(&job.model).ok_or_else(|| format!("model '{}' is no longer served", job.model))?;
         // Stored as "" when the upload had no Content-Type: decode it exactly as it was validated.
         let content_type = Some(job.content_type.as_str()).filter(|ct| !ct.is_empty());
-        let started = std::time::Instant::now();
         let [_, height, width] = model.card.input.shape;
         let images = decode_upload(content_type, &input, height, width, &self.limits).map_err(|e| e.to_string())?;
-        drop(input);
-        let decoded = std::time::Instant::now();
-        let mut predictions: Vec<Prediction> = Vec::with_capacity(images.count);
-        let mut start = 0;
-        while start < images.count {
+        Ok(Decoded { model, images })
+    }
+
+    fn count(&self, decoded: &Decoded<'a>) -> usize {
+        decoded.images.count
+    }
+
+    async fn predict(&self, job: &Job, decoded: &Decoded<'a>, range: Range<usize>) -> Result<Vec<serde_json::Value>, String> {
+        let model = decoded.model;
+        let mut predictions: Vec<Prediction> = Vec::with_capacity(range.len());
+        let mut start = range.start;
+        while start < range.end {
             // Yield first, so the spawning request's response goes out before any inference.
             spin_sdk::time::sleep(Duration::from_millis(1)).await;
-            let end = (start + IMAGES_PER_STEP).min(images.count);
-            let step = model.predict_chunked(&images.slice(start, end), 1, model.chunk_size).map_err(|e| e.to_string())?;
+            let end = (start + IMAGES_PER_STEP).min(range.end);
+            let step = model.predict_chunked(&decoded.images.slice(start, end), 1, model.chunk_size).map_err(|e| e.to_string())?;
             predictions.extend(step.into_iter().map(|p| Prediction { index: p.index + start, ..p }));
             start = end;
         }
-        let inferred = std::time::Instant::now();
-        let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e3;
-        let timing = Timing { decode: ms(started, decoded), inference: ms(decoded, inferred), total: ms(started, inferred) };
+        // Only the result objects are kept; timings of one slice mean nothing for the job.
+        let timing = Timing { decode: 0.0, inference: 0.0, total: 0.0 };
         let response = predict_response(&model.card, job.task_id.clone(), &predictions, false, timing);
-        serde_json::to_value(response.results).map_err(|e| e.to_string())
+        response.results.iter().map(|r| serde_json::to_value(r).map_err(|e| e.to_string())).collect()
     }
 }

@@ -3,14 +3,19 @@
 //!
 //! Uploads are validated with kana-inference's decoder before they are stored, so a bad upload is
 //! a 4xx now rather than a failed job later. An async job is run in a task spawned after the
-//! response (WASIp3 lets an instance keep working once its handler has returned); the
-//! `batch-cron` component runs it if that run never finishes.
+//! response (WASIp3 lets an instance keep working once its handler has returned) for one turn of
+//! at most `run_budget`; the `batch-cron` component continues it, or runs it if that run never
+//! finishes. Store errors answer 503 (507 when the store is full) and a full queue 429, all JSON
+//! with `Retry-After`.
 
 use bytes::Bytes;
 use chrono::Utc;
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use kana_inference::{InputError, decode_upload};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kana_jobs::faults::{self, ErrorReply};
 use kana_jobs::spin::{InferencePredictor, SpinClock, SpinKv, limits, load_config, registry};
 use kana_jobs::{Config, Jobs, Kind, NewJob, Status, SubmitError, Trigger, schedule};
 use serde_json::{Value, json};
@@ -31,20 +36,41 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         Ok(config) => config,
         Err(e) => return Ok(error(StatusCode::INTERNAL_SERVER_ERROR, json!({ "error": format!("bad configuration: {e:#}") }))),
     };
+    let request = Incoming { method: &method, path: &path, query: &query, content_type: content_type.as_deref(), body: &body };
+    Ok(match route(request, &config).await {
+        Ok(response) => response,
+        // The routes answer bad input themselves: what escapes is the store failing.
+        Err(e) => {
+            kana_inference::log_line(&format!("jobs: {method} {path}: store error: {e:#}"));
+            fault(faults::store_fault(&e))
+        }
+    })
+}
+
+struct Incoming<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a [(String, String)],
+    content_type: Option<&'a str>,
+    body: &'a [u8],
+}
+
+async fn route(req: Incoming<'_>, config: &Config) -> anyhow::Result<Response> {
+    let Incoming { method, path, query, content_type, body } = req;
     let kv = SpinKv::open_default().await?;
-    let jobs = Jobs { kv: &kv, clock: &SpinClock, config: &config };
+    let jobs = Jobs { kv: &kv, clock: &SpinClock, config };
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
 
-    Ok(match (&method, segments.as_slice()) {
+    Ok(match (method, segments.as_slice()) {
         (&Method::POST, ["async_predict", model]) => {
-            let upload = Upload { model, content_type: content_type.as_deref(), body: &body };
+            let upload = Upload { model, content_type, body };
             submit(&jobs, upload, Kind::Async, None).await?
         }
         (&Method::POST, ["schedule", model]) => {
             match schedule::parse_execute_at(param("execute_at"), Utc::now(), config.max_horizon) {
                 Ok(at) => {
-                    let upload = Upload { model, content_type: content_type.as_deref(), body: &body };
+                    let upload = Upload { model, content_type, body };
                     submit(&jobs, upload, Kind::Scheduled, Some(at)).await?
                 }
                 Err(e) => {
@@ -120,6 +146,9 @@ async fn submit(jobs: &Jobs<'_, SpinKv, SpinClock>, upload: Upload<'_>, kind: Ki
     let job = match jobs.submit(new).await {
         Ok(job) => job,
         Err(e @ SubmitError::TooLarge { .. }) => return Ok(too_large(jobs.config, &e)),
+        Err(SubmitError::QueueFull(queued)) => {
+            return Ok(fault(faults::queue_full(queued, jobs.config.max_queued_jobs, jobs.config.max_queued_bytes)));
+        }
         Err(SubmitError::Store(e)) => return Err(e),
     };
     let status_url = format!("/tasks/{}", job.task_id);
@@ -136,9 +165,24 @@ async fn submit(jobs: &Jobs<'_, SpinKv, SpinClock>, upload: Upload<'_>, kind: Ki
     Ok(response)
 }
 
-/// Runs the job after the response has gone out. If this instance dies first, cron runs it.
+/// Runs of spawned jobs going on in this instance. They share its one thread with its requests,
+/// so running several at once only makes every request wait longer (25 at once delayed
+/// submissions by up to a minute): one runs, the others wait their turn.
+static SPAWNED_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs the job for one turn after the response has gone out. A run that cannot start within
+/// `run_budget`, or an instance that dies first, leaves the job to cron.
 fn spawn_run(task_id: String, config: Config) {
     spin_sdk::wasip3::spawn(async move {
+        let give_up_at = Utc::now() + config.run_budget;
+        // Single-threaded: nothing runs between this check and the increment.
+        while SPAWNED_RUNNING.load(Ordering::Relaxed) > 0 {
+            if Utc::now() >= give_up_at {
+                return;
+            }
+            spin_sdk::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        SPAWNED_RUNNING.fetch_add(1, Ordering::Relaxed);
         let run = async {
             let kv = SpinKv::open_default().await?;
             let jobs = Jobs { kv: &kv, clock: &SpinClock, config: &config };
@@ -146,7 +190,9 @@ fn spawn_run(task_id: String, config: Config) {
             let owner = kana_jobs::job::new_owner_id();
             jobs.run(&task_id, &owner, Trigger::Submitted, &predictor).await
         };
-        if let Err(e) = run.await {
+        let outcome = run.await;
+        SPAWNED_RUNNING.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = outcome {
             kana_inference::log_line(&format!("async job {task_id} failed to run: {e:#}"));
         }
     });
@@ -187,6 +233,15 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 
 fn error(status: StatusCode, body: Value) -> Response {
     json_response(status, &body)
+}
+
+fn fault(reply: ErrorReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut response = json_response(status, &reply.body);
+    if let Some(seconds) = reply.retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
 }
 
 fn input_error(e: &InputError) -> Response {

@@ -37,6 +37,12 @@ impl JobsHost {
     /// A host whose batch-cron runs every second from `cron_triggers` triggers (more than one
     /// makes overlapping ticks race on the same jobs), with extra `SPIN_VARIABLE_*` env vars.
     fn start(tag: &str, cron_triggers: usize, env: &[(&str, &str)]) -> JobsHost {
+        Self::start_configured(tag, cron_triggers, env, &[])
+    }
+
+    /// As [`JobsHost::start`], with `jobs_variables` (kana-jobs `Config` variable names) set to
+    /// literal values in both the jobs and the batch-cron component of the test manifest.
+    fn start_configured(tag: &str, cron_triggers: usize, env: &[(&str, &str)], jobs_variables: &[(&str, &str)]) -> JobsHost {
         let every_second_cron = |text: String| {
             let trigger = "component = \"batch-cron\"\ncron_expression = \"*/10 * * * * *\"";
             assert!(text.contains(trigger), "spin.toml's batch-cron trigger changed; update this test");
@@ -44,6 +50,17 @@ impl JobsHost {
             let mut text = text.replace(trigger, every_second);
             for _ in 1..cron_triggers {
                 text.push_str(&format!("\n[[trigger.cron]]\n{every_second}\n"));
+            }
+            for (name, value) in jobs_variables {
+                let templated = format!("\n{name} = \"{{{{ jobs_{name} }}}}\"");
+                if text.contains(&templated) {
+                    text = text.replace(&templated, &format!("\n{name} = \"{value}\""));
+                } else {
+                    for section in ["[component.jobs.variables]", "[component.batch-cron.variables]"] {
+                        assert!(text.contains(section), "spin.toml has no {section}; update this test");
+                        text = text.replace(section, &format!("{section}\n{name} = \"{value}\""));
+                    }
+                }
             }
             text
         };
@@ -385,4 +402,58 @@ fn bad_input_gets_4xx_json_and_stores_nothing() {
     let mut want = ids.clone();
     want.sort();
     assert_eq!(listed, want);
+}
+
+#[test]
+fn a_locked_store_is_503_and_a_full_queue_429_both_json_with_retry_after_and_nothing_stored() {
+    let h = JobsHost::start_configured("backpressure", 1, &[], &[("max_queued_jobs", "2")]);
+    let far = query_time(Utc::now() + chrono::Duration::minutes(30));
+    let path = format!("/schedule/cnn?execute_at={far}");
+    let (ct, one) = multipart_body("upload_file", "test_image_0.npz", NPZ, &fixture("k49/test_image_0.npz"));
+    let records = || -> i64 {
+        h.db()
+            .query_row(
+                "SELECT count(*) FROM spin_key_value WHERE store = 'default' AND key LIKE 'jobs/job/%' AND key NOT LIKE 'jobs/job/%/%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+
+    // Another writer holds the store's write lock for longer than the host waits for it.
+    let db = h.db();
+    db.execute_batch("BEGIN IMMEDIATE; INSERT OR REPLACE INTO spin_key_value (store, key, value) VALUES ('elsewhere', 'lock', x'00');").unwrap();
+    let reply = h.post(&path, &ct, &one);
+    db.execute_batch("ROLLBACK").unwrap();
+    assert_eq!((reply.status, reply.json()["kind"].as_str()), (503, Some("store_unavailable")), "{}", reply.body);
+    assert!(reply.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()), "{:?}", reply.headers);
+    assert_eq!(records(), 0);
+
+    for _ in 0..2 {
+        h.submit(&path, &ct, &one);
+    }
+    let reply = h.post(&path, &ct, &one);
+    assert_eq!((reply.status, reply.json()["kind"].as_str()), (429, Some("queue_full")), "{}", reply.body);
+    assert_eq!(reply.json()["queued_jobs"], 2);
+    assert!(reply.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()), "{:?}", reply.headers);
+    let reply = h.post("/async_predict/cnn", &ct, &one);
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert_eq!(records(), 2, "the refused submissions stored nothing");
+}
+
+#[test]
+fn a_big_async_job_runs_in_turns_once_while_other_due_jobs_get_theirs() {
+    // Turns of one second, renewing and saving every 100 images.
+    let h = JobsHost::start_configured("turns", 1, &[], &[("run_budget_seconds", "1"), ("slice_images", "100")]);
+    let big = h.submit("/async_predict/cnn", "application/json", &json_images(2000, 5));
+    let small = h.schedule(whole_second_ahead(Duration::from_secs(1)), "test_images_10.npz");
+    let small = h.wait_finished(&small, Duration::from_secs(30));
+    assert_eq!(small["status"], "done", "{small}");
+    let task = h.wait_finished(&big, Duration::from_secs(120));
+    assert_eq!((task["status"].as_str(), task["runs"].as_u64()), (Some("done"), Some(1)), "{}", task["error"]);
+    assert!(task["turns"].as_u64().is_some_and(|t| t > 1), "one turn could not do it all: {}", task["turns"]);
+    assert!(time(&small["finished_at"]) < time(&task["finished_at"]), "the small job did not wait for the big one");
+    let indexes: Vec<u64> = task["results"].as_array().unwrap().iter().map(|r| r["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (0..2000).collect::<Vec<u64>>(), "every image once, in order");
+    assert_eq!(h.runs(&big).len(), 1);
 }
