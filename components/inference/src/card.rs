@@ -4,6 +4,8 @@
 //!
 //! File naming: `models/<anything>.card.json`; `file`/`nnef_file` are relative to the card.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,6 +79,21 @@ pub enum ChannelMode {
     ReplicateGrayscale,
 }
 
+impl ChannelMode {
+    /// How a model with `channels` input channels is fed a grayscale image.
+    pub fn for_channels(channels: usize) -> ChannelMode {
+        if channels == 1 { ChannelMode::Grayscale } else { ChannelMode::ReplicateGrayscale }
+    }
+
+    /// Whether this mode can fill `channels` input channels.
+    pub fn fits(self, channels: usize) -> bool {
+        match self {
+            ChannelMode::Grayscale => channels == 1,
+            ChannelMode::ReplicateGrayscale => channels > 1,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
@@ -135,6 +152,26 @@ pub struct Training {
 pub const CARD_SUFFIX: &str = ".card.json";
 
 impl ModelCard {
+    /// Reads a card file (not validated: see [`ModelCard::validate`]).
+    pub fn read(path: &Path) -> Result<ModelCard, String> {
+        let text = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        serde_json::from_slice(&text).map_err(|e| format!("invalid card JSON: {e}"))
+    }
+
+    /// Writes the card as `dir/<name>.card.json` (pretty JSON, one final newline); returns the path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let path = dir.join(format!("{}{CARD_SUFFIX}", self.name));
+        self.write_to(&path)?;
+        Ok(path)
+    }
+
+    /// Writes the card to `path` (pretty JSON, one final newline).
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let mut json = serde_json::to_vec_pretty(self)?;
+        json.push(b'\n');
+        std::fs::write(path, json)
+    }
+
     /// Checks what can be checked without the weights: names, shapes, normalization, classes.
     /// `Model::load` adds the file, sha256 and graph checks.
     pub fn validate(&self) -> Result<(), String> {
@@ -158,7 +195,7 @@ impl ModelCard {
         if c == 0 || h == 0 || w == 0 || h > 1024 || w > 1024 || c > 4 {
             return Err(format!("input shape {:?} is not [1..=4, 1..=1024, 1..=1024]", self.input.shape));
         }
-        if !crate::model::channels_ok(self.input.channels, c) {
+        if !self.input.channels.fits(c) {
             return Err(format!("channels mode {:?} does not fit {c} input channels", self.input.channels));
         }
         let n = &self.input.normalization;
@@ -180,5 +217,54 @@ impl ModelCard {
             return Err(format!("classes[{i}] has index {}; classes must be listed in index order", c.index));
         }
         Ok(())
+    }
+}
+
+/// Parses a class map in the K49 format (`k49_classmap.csv`): header `index,codepoint,char`, then
+/// one row per class in index order.
+pub fn classes_from_csv(csv: &str) -> Result<Vec<Class>, String> {
+    let mut classes = Vec::new();
+    for (line_no, line) in csv.lines().enumerate().skip(1) {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut cols = line.splitn(3, ',');
+        let (Some(index), Some(codepoint), Some(label)) = (cols.next(), cols.next(), cols.next()) else {
+            return Err(format!("line {}: expected index,codepoint,char", line_no + 1));
+        };
+        let index: usize = index.parse().map_err(|e| format!("line {}: bad index: {e}", line_no + 1))?;
+        if index != classes.len() {
+            return Err(format!("line {}: index {index} out of order", line_no + 1));
+        }
+        classes.push(Class { index, label: label.to_string(), codepoint: Some(codepoint.to_string()) });
+    }
+    if classes.is_empty() {
+        return Err("class map has no classes".into());
+    }
+    Ok(classes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_k49_class_map_has_49_hiragana_in_order() {
+        let k = classes_from_csv(include_str!("../../../fixtures/k49/k49_classmap.csv")).unwrap();
+        assert_eq!(k.len(), 49);
+        assert_eq!((k[0].label.as_str(), k[0].codepoint.as_deref()), ("あ", Some("U+3042")));
+        assert_eq!(k[48].label, "ゝ");
+        for c in &k {
+            let cp = u32::from_str_radix(&c.codepoint.as_ref().unwrap()[2..], 16).unwrap();
+            assert_eq!(c.label.chars().next().unwrap() as u32, cp);
+        }
+    }
+
+    #[test]
+    fn class_maps_with_rows_out_of_order_or_none_are_refused() {
+        assert!(classes_from_csv("index,codepoint,char\n1,U+3042,あ\n").unwrap_err().contains("out of order"));
+        assert!(classes_from_csv("index,codepoint,char\n").is_err());
+        assert!(classes_from_csv("index,codepoint,char\n0,U+3042\n").is_err());
     }
 }

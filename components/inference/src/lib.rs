@@ -1,7 +1,8 @@
 //! kana-inference: everything between an uploaded file and a list of predictions.
 //!
-//! Used by every Spin component (wasm32-wasip2), by the trainer's export parity tests and by the
-//! benches, so decoding and preprocessing exist exactly once.
+//! Used by every Spin component (wasm32-wasip2), by the trainer's export (feature `export`: the
+//! ONNX writer and NNEF conversion) and by the benches, so decoding, preprocessing and the model
+//! files' format exist exactly once.
 //!
 //! Flow: [`Registry::load_dir`] validates every card and builds one tract plan per model;
 //! [`predict_request`] turns request bytes (any accepted format) into the `/predict` JSON;
@@ -11,9 +12,11 @@ pub mod api;
 pub mod card;
 pub mod decode;
 pub mod error;
+#[cfg(feature = "export")]
+pub mod export;
 pub mod model;
 pub mod registry;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use api::{ModelInfo, PredictOptions, PredictResponse, PredictionResult, new_task_id, parse_top_k, predict_request, predict_response};

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::DimLike;
 
-use crate::card::{ChannelMode, ModelCard, OutputKind};
+use crate::card::{ModelCard, OutputKind};
 use crate::decode::Images;
 use crate::error::{InferenceError, InputError, PredictError};
 
@@ -94,9 +94,11 @@ impl Model {
                         return Err(format!("sha256 of {nnef_file} is {digest}, card says {expected}"));
                     }
                 }
-                load_nnef(&bytes).map_err(|e| format!("NNEF {nnef_file}: {e:#}"))?
+                nnef_graph(&bytes).and_then(TypedModel::into_optimized).map_err(|e| format!("NNEF {nnef_file}: {e:#}"))?
             }
-            WeightsFormat::Onnx => load_onnx(&onnx, card.input.shape).map_err(|e| format!("ONNX {}: {e:#}", card.file))?,
+            WeightsFormat::Onnx => onnx_graph(&onnx, card.input.shape)
+                .and_then(TypedModel::into_optimized)
+                .map_err(|e| format!("ONNX {}: {e:#}", card.file))?,
         };
         check_facts(&model, &card)?;
         let plan = model.into_runnable().map_err(|e| format!("planning: {e:#}"))?;
@@ -192,19 +194,22 @@ impl Model {
     }
 }
 
-fn load_onnx(bytes: &[u8], [c, h, w]: [usize; 3]) -> TractResult<TypedModel> {
+/// ONNX bytes as a typed tract model (not yet optimised) with input [N, C, H, W] and a symbolic
+/// batch `N`: the one ONNX loader (serving, the trainer's export checks, the NNEF conversion).
+pub fn onnx_graph(bytes: &[u8], [c, h, w]: [usize; 3]) -> TractResult<TypedModel> {
     let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(bytes))?;
     let n = model.sym("N");
     model
         .with_input_fact(0, f32::fact(tract_onnx::tract_core::dims!(n, c, h, w)).into())?
         // Forget any fixed batch size the exporter wrote on the output.
         .with_output_fact(0, InferenceFact::default())?
-        .into_optimized()
+        .into_typed()
 }
 
-fn load_nnef(bytes: &[u8]) -> TractResult<TypedModel> {
+/// A tract-nnef `.nnef.tgz` as a typed tract model (not yet optimised).
+pub fn nnef_graph(bytes: &[u8]) -> TractResult<TypedModel> {
     use tract_onnx::WithOnnx;
-    tract_nnef::nnef().with_onnx().model_for_read(&mut std::io::Cursor::new(bytes))?.into_optimized()
+    tract_nnef::nnef().with_onnx().model_for_read(&mut std::io::Cursor::new(bytes))
 }
 
 /// Input must be [N, C, H, W] as the card says; output [N, classes] (trailing 1s allowed).
@@ -241,12 +246,4 @@ pub fn top_k_of(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
     order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     order.truncate(k);
     order
-}
-
-/// Keeps `ChannelMode` consistent with the channel count (used by card validation).
-pub(crate) fn channels_ok(mode: ChannelMode, channels: usize) -> bool {
-    match mode {
-        ChannelMode::Grayscale => channels == 1,
-        ChannelMode::ReplicateGrayscale => channels > 1,
-    }
 }

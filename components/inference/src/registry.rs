@@ -41,7 +41,7 @@ impl Registry {
             .collect();
         paths.sort();
         for path in paths {
-            match load_card(&path, dir).and_then(|model| registry.add(model)) {
+            match ModelCard::read(&path).and_then(|card| Model::load(card, dir)).and_then(|model| registry.add(model)) {
                 Ok(()) => {}
                 Err(message) => errors.push(CardError { path, message }),
             }
@@ -88,10 +88,4 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }
-}
-
-fn load_card(path: &Path, dir: &Path) -> Result<Model, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let card: ModelCard = serde_json::from_slice(&text).map_err(|e| format!("invalid card JSON: {e}"))?;
-    Model::load(card, dir)
 }

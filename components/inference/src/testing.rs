@@ -1,15 +1,15 @@
 //! Test support (feature `testing`): small classifiers described as [`Layer`]s that can be written
-//! as ONNX graphs (with `tract_onnx::pb` + prost) *and* run by a plain ndarray reference, so tests
-//! compare tract's output with an independent computation. Also writes model cards, so
-//! integration tests, examples and benches can build a models directory without the trainer.
+//! as ONNX graphs (through [`crate::export`], the writer the trainer exports with) *and* run by a
+//! plain ndarray reference, so tests compare tract's output with an independent computation. Also
+//! writes model cards, so integration tests, examples and benches can build a models directory
+//! without the trainer.
 
 use std::path::Path;
 
-use ndarray::{Array1, Array2, Array4, ArrayD, Axis, IxDyn, s};
-use prost::Message;
-use tract_onnx::pb;
+use ndarray::{Array1, Array2, Array4, ArrayD, ArrayViewD, Axis, IxDyn, s};
 
-use crate::card::{ChannelMode, Class, InputSpec, ModelCard, Normalization, OutputKind, OutputSpec};
+use crate::card::{ChannelMode, Class, InputSpec, ModelCard, Normalization, OutputKind, OutputSpec, classes_from_csv};
+use crate::export::{GraphBuilder, GraphInfo, INPUT_NAME, nnef_tgz};
 use crate::model::{sha256_hex, softmax};
 
 /// One layer of a test classifier. Shapes are NCHW; weights follow ONNX/PyTorch layouts.
@@ -126,178 +126,66 @@ pub fn parameter_count(layers: &[Layer]) -> usize {
         .sum()
 }
 
-// ---------------------------------------------------------------- ONNX writer
+// ---------------------------------------------------------------- ONNX (through crate::export)
 
-struct GraphBuilder {
-    nodes: Vec<pb::NodeProto>,
-    initializers: Vec<pb::TensorProto>,
-    next: usize,
-}
-
-fn attr_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: ints.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, i: i64) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: pb::attribute_proto::AttributeType::Int as i32, i, ..Default::default() }
-}
-
-fn attr_float(name: &str, f: f32) -> pb::AttributeProto {
-    pb::AttributeProto { name: name.into(), r#type: pb::attribute_proto::AttributeType::Float as i32, f, ..Default::default() }
-}
-
-impl GraphBuilder {
-    fn name(&mut self, prefix: &str) -> String {
-        self.next += 1;
-        format!("{prefix}_{}", self.next)
-    }
-
-    fn init(&mut self, prefix: &str, dims: &[usize], data: impl IntoIterator<Item = f32>) -> String {
-        let name = self.name(prefix);
-        self.initializers.push(pb::TensorProto {
-            name: name.clone(),
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: pb::tensor_proto::DataType::Float as i32,
-            float_data: data.into_iter().collect(),
-            ..Default::default()
-        });
-        name
-    }
-
-    fn node(&mut self, op: &str, inputs: Vec<String>, attribute: Vec<pb::AttributeProto>) -> String {
-        let output = self.name(op);
-        self.nodes.push(pb::NodeProto {
-            input: inputs,
-            output: vec![output.clone()],
-            name: output.clone(),
-            op_type: op.into(),
-            attribute,
-            ..Default::default()
-        });
-        output
-    }
-
-    fn layer(&mut self, x: String, layer: &Layer) -> String {
-        match layer {
+/// Writes `layers` into `g` from `x`; parameters are named after the layer's path, as the
+/// trainer names its tensors (`"2.weight"`, `"3.body.0.gamma"`).
+fn write_layers(g: &mut GraphBuilder, path: &str, mut x: String, layers: &[Layer]) -> String {
+    for (i, layer) in layers.iter().enumerate() {
+        let p = format!("{path}{i}");
+        let tensor = |g: &mut GraphBuilder, name: &str, a: ArrayViewD<f32>| g.tensor(format!("{p}.{name}"), a.shape(), a.iter().copied());
+        x = match layer {
             Layer::Conv { weight, bias, stride, pad } => {
-                let k = weight.shape()[2];
-                let w = self.init("conv_w", weight.shape(), weight.iter().copied());
-                let b = self.init("conv_b", bias.shape(), bias.iter().copied());
-                let (p, s) = (*pad as i64, *stride as i64);
-                self.node(
-                    "Conv",
-                    vec![x, w, b],
-                    vec![attr_ints("kernel_shape", &[k as i64, k as i64]), attr_ints("pads", &[p, p, p, p]), attr_ints("strides", &[s, s])],
-                )
+                let (w, b) = (tensor(g, "weight", weight.view().into_dyn()), tensor(g, "bias", bias.view().into_dyn()));
+                g.conv(x, w, b, weight.shape()[2], *stride, *pad)
             }
             Layer::BatchNorm { gamma, beta, mean, var, eps } => {
-                let ch = [gamma.len()];
-                let inputs = vec![
-                    x,
-                    self.init("bn_gamma", &ch, gamma.iter().copied()),
-                    self.init("bn_beta", &ch, beta.iter().copied()),
-                    self.init("bn_mean", &ch, mean.iter().copied()),
-                    self.init("bn_var", &ch, var.iter().copied()),
-                ];
-                self.node("BatchNormalization", inputs, vec![attr_float("epsilon", *eps)])
+                let params = [("gamma", gamma), ("beta", beta), ("running_mean", mean), ("running_var", var)]
+                    .map(|(name, v)| tensor(g, name, v.view().into_dyn()));
+                // ONNX's default momentum; tract ignores it.
+                g.batch_norm(x, params, *eps, 0.9)
             }
-            Layer::Relu => self.node("Relu", vec![x], vec![]),
-            Layer::MaxPool { kernel, stride } => self.node(
-                "MaxPool",
-                vec![x],
-                vec![attr_ints("kernel_shape", &[*kernel as i64; 2]), attr_ints("strides", &[*stride as i64; 2])],
-            ),
-            Layer::Dropout => self.node("Dropout", vec![x], vec![]),
-            Layer::GlobalAvgPool => self.node("GlobalAveragePool", vec![x], vec![]),
-            Layer::Flatten => self.node("Flatten", vec![x], vec![attr_int("axis", 1)]),
+            Layer::Relu => g.op("Relu", vec![x]),
+            Layer::MaxPool { kernel, stride } => g.max_pool(x, *kernel, *stride),
+            Layer::Dropout => g.op("Dropout", vec![x]),
+            Layer::GlobalAvgPool => g.op("GlobalAveragePool", vec![x]),
+            Layer::Flatten => g.flatten(x),
             Layer::Reshape => {
-                let shape = self.name("reshape_shape");
-                self.initializers.push(pb::TensorProto {
-                    name: shape.clone(),
-                    dims: vec![2],
-                    data_type: pb::tensor_proto::DataType::Int64 as i32,
-                    int64_data: vec![0, -1],
-                    ..Default::default()
-                });
-                self.node("Reshape", vec![x, shape], vec![])
+                let shape = g.tensor_i64(format!("{p}.shape"), &[2], &[0, -1]);
+                g.op("Reshape", vec![x, shape])
             }
             Layer::Gemm { weight, bias } => {
-                let w = self.init("fc_w", weight.shape(), weight.iter().copied());
-                let b = self.init("fc_b", bias.shape(), bias.iter().copied());
-                self.node("Gemm", vec![x, w, b], vec![attr_int("transB", 1)])
+                let (w, b) = (tensor(g, "weight", weight.view().into_dyn()), tensor(g, "bias", bias.view().into_dyn()));
+                g.gemm(x, w, b)
             }
             Layer::MatMulAdd { weight, bias } => {
-                let w = self.init("mm_w", weight.shape(), weight.iter().copied());
-                let b = self.init("mm_b", bias.shape(), bias.iter().copied());
-                let y = self.node("MatMul", vec![x, w], vec![]);
-                self.node("Add", vec![y, b], vec![])
+                let (w, b) = (tensor(g, "weight", weight.view().into_dyn()), tensor(g, "bias", bias.view().into_dyn()));
+                let y = g.op("MatMul", vec![x, w]);
+                g.op("Add", vec![y, b])
             }
             Layer::Residual { body } => {
-                let mut y = x.clone();
-                for l in body {
-                    y = self.layer(y, l);
-                }
-                self.node("Add", vec![x, y], vec![])
+                let y = write_layers(g, &format!("{p}.body."), x.clone(), body);
+                g.op("Add", vec![y, x])
             }
-            Layer::Softmax => self.node("Softmax", vec![x], vec![attr_int("axis", 1)]),
-        }
+            Layer::Softmax => g.softmax(x),
+        };
     }
+    x
 }
 
-fn value_info(name: &str, dims: &[Option<usize>]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{Dimension, dimension::Value};
-    let dim = dims
-        .iter()
-        .map(|d| Dimension {
-            value: Some(match d {
-                Some(n) => Value::DimValue(*n as i64),
-                None => Value::DimParam("batch".into()),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Serialises `layers` as an ONNX model (opset 13) with input "input" [batch, C, H, W].
+/// Serialises `layers` as an ONNX model (opset 13) with input "input" [N, C, H, W].
 pub fn onnx_bytes(input: [usize; 3], layers: &[Layer]) -> Vec<u8> {
-    let mut g = GraphBuilder { nodes: vec![], initializers: vec![], next: 0 };
-    let mut x = "input".to_string();
-    for layer in layers {
-        x = g.layer(x, layer);
-    }
-    let [c, h, w] = input;
-    let graph = pb::GraphProto {
-        node: g.nodes,
-        name: "test".into(),
-        initializer: g.initializers,
-        input: vec![value_info("input", &[None, Some(c), Some(h), Some(w)])],
-        output: vec![value_info(&x, &[None, None])],
-        ..Default::default()
-    };
-    let model = pb::ModelProto {
-        ir_version: 7,
-        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 13 }],
-        producer_name: "kana-inference testing".into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    model.encode_to_vec()
+    let mut g = GraphBuilder::new();
+    let output = write_layers(&mut g, "", INPUT_NAME.into(), layers);
+    g.finish(output, GraphInfo {
+        name: "test",
+        producer_name: "kana-inference testing",
+        producer_version: env!("CARGO_PKG_VERSION"),
+        doc: String::new(),
+        input,
+        output: "output",
+        classes: None,
+    })
 }
 
 // ---------------------------------------------------------------- ndarray reference
@@ -386,18 +274,7 @@ fn forward_layer(layer: &Layer, x: ArrayD<f32>) -> ArrayD<f32> {
 
 /// The 49 K49 classes from the fixture class map (label = the hiragana, codepoint "U+3042").
 pub fn k49_classes() -> Vec<Class> {
-    include_str!("../../../fixtures/k49/k49_classmap.csv")
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let mut cols = line.split(',');
-            let index = cols.next().unwrap().parse().unwrap();
-            let codepoint = cols.next().map(str::to_owned);
-            let label = cols.next().unwrap_or_default().to_owned();
-            Class { index, label, codepoint }
-        })
-        .collect()
+    classes_from_csv(include_str!("../../../fixtures/k49/k49_classmap.csv")).expect("the fixture class map is valid")
 }
 
 /// Classes named "class0".."classN-1".
@@ -418,7 +295,7 @@ pub fn test_card(name: &str, input: [usize; 3], classes: Vec<Class>, output: Out
         input: InputSpec {
             shape: input,
             normalization: Normalization { scale: 1.0 / 255.0, mean: vec![0.0], std: vec![1.0] },
-            channels: if input[0] == 1 { ChannelMode::Grayscale } else { ChannelMode::ReplicateGrayscale },
+            channels: ChannelMode::for_channels(input[0]),
         },
         output: OutputSpec { kind: output },
         classes,
@@ -430,27 +307,11 @@ pub fn test_card(name: &str, input: [usize; 3], classes: Vec<Class>, output: Out
     }
 }
 
-/// Writes `<name>.onnx` and `<name>.card.json` into `dir`; returns the card.
+/// Writes `<name>.onnx` and `<name>.card.json` into `dir`.
 pub fn write_model(dir: &Path, card: &ModelCard, onnx: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join(&card.file), onnx)?;
-    std::fs::write(dir.join(format!("{}{}", card.name, crate::card::CARD_SUFFIX)), serde_json::to_vec_pretty(card)?)
-}
-
-/// Converts ONNX bytes into a gzipped NNEF archive with the same graph and symbolic batch.
-pub fn nnef_bytes(onnx_model: &[u8], input: [usize; 3]) -> anyhow::Result<Vec<u8>> {
-    use tract_onnx::prelude::*;
-    let model = tract_onnx::onnx().model_for_read(&mut std::io::Cursor::new(onnx_model))?;
-    let n = model.sym("N");
-    let [c, h, w] = input;
-    let typed = model
-        .with_input_fact(0, f32::fact(tract_onnx::tract_core::dims!(n, c, h, w)).into())?
-        .with_output_fact(0, InferenceFact::default())?
-        .into_typed()?
-        .into_decluttered()?;
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let gz = tract_nnef::nnef().with_onnx().write_to_tar(&typed, gz)?;
-    Ok(gz.finish()?)
+    card.write(dir).map(drop)
 }
 
 /// The reference-size K49 CNN (random weights) written to `dir` as `name`; with `nnef` also an
@@ -460,7 +321,7 @@ pub fn write_reference_cnn(dir: &Path, name: &str, seed: u64, nnef: bool) -> any
     let onnx = onnx_bytes([1, 28, 28], &layers);
     let mut card = test_card(name, [1, 28, 28], k49_classes(), OutputKind::Logits, &onnx);
     if nnef {
-        let archive = nnef_bytes(&onnx, [1, 28, 28])?;
+        let archive = nnef_tgz(&onnx, [1, 28, 28])?;
         let file = format!("{name}.nnef.tgz");
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join(&file), &archive)?;

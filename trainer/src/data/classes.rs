@@ -1,6 +1,5 @@
 //! Class labels of the built-in datasets, as model-card classes.
 
-use anyhow::{Context, Result, ensure};
 use kana_inference::card::Class;
 
 /// The 49 Kuzushiji-49 classes in label order (index, codepoint, character).
@@ -20,29 +19,7 @@ pub fn fashion_mnist() -> Vec<Class> {
 }
 
 pub fn k49() -> Vec<Class> {
-    parse_classmap(K49_CLASSMAP).expect("the embedded K49 class map is valid")
-}
-
-/// Parses a class map in the K49 format: header `index,codepoint,char`, then one row per class
-/// in index order.
-pub fn parse_classmap(csv: &str) -> Result<Vec<Class>> {
-    let mut classes = Vec::new();
-    for (line_no, line) in csv.lines().enumerate().skip(1) {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut cols = line.splitn(3, ',');
-        let (Some(index), Some(codepoint), Some(label)) = (cols.next(), cols.next(), cols.next())
-        else {
-            anyhow::bail!("line {}: expected index,codepoint,char", line_no + 1);
-        };
-        let index: usize = index.parse().with_context(|| format!("line {}: bad index", line_no + 1))?;
-        ensure!(index == classes.len(), "line {}: index {index} out of order", line_no + 1);
-        classes.push(Class { index, label: label.to_string(), codepoint: Some(codepoint.to_string()) });
-    }
-    ensure!(!classes.is_empty(), "class map has no classes");
-    Ok(classes)
+    kana_inference::card::classes_from_csv(K49_CLASSMAP).expect("the embedded K49 class map is valid")
 }
 
 #[cfg(test)]
@@ -50,20 +27,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn k49_has_49_hiragana_in_order() {
+    fn k49_has_49_hiragana_and_fashion_mnist_10_classes() {
         let k = k49();
-        assert_eq!(k.len(), 49);
-        assert_eq!(k[0].label, "あ");
-        assert_eq!(k[0].codepoint.as_deref(), Some("U+3042"));
-        assert_eq!(k[48].label, "ゝ");
-        for c in &k {
-            let cp = u32::from_str_radix(&c.codepoint.as_ref().unwrap()[2..], 16).unwrap();
-            assert_eq!(c.label.chars().next().unwrap() as u32, cp);
-        }
-    }
-
-    #[test]
-    fn rejects_out_of_order_rows() {
-        assert!(parse_classmap("index,codepoint,char\n1,U+3042,あ\n").is_err());
+        assert_eq!((k.len(), k[0].label.as_str(), k[48].label.as_str()), (49, "あ", "ゝ"));
+        assert_eq!(fashion_mnist().len(), 10);
     }
 }

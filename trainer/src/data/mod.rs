@@ -140,8 +140,8 @@ impl Source {
                 let (images, labels) = npz::read_pair(dir, prefix, split)?;
                 let map = dir.join(format!("{prefix}-classmap.csv"));
                 let classes = if map.exists() {
-                    classes::parse_classmap(&std::fs::read_to_string(&map)?)
-                        .with_context(|| format!("reading {}", map.display()))?
+                    kana_inference::card::classes_from_csv(&std::fs::read_to_string(&map)?)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", map.display()))?
                 } else {
                     let n = labels.iter().copied().max().map_or(0, |m| m as usize + 1);
                     (0..n).map(|i| Class { index: i, label: i.to_string(), codepoint: None }).collect()

@@ -1,9 +1,5 @@
 //! wgpu plumbing: adapter listing and selection (`--backend`, `--adapter`), the device/queue pair
-//! every kernel takes, buffer helpers, and [`check`] (tolerances + `assert_gpu_matches_cpu`).
-
-pub mod check;
-
-use std::sync::OnceLock;
+//! every kernel takes, and buffer helpers. Knows nothing of kernels (`crate::kernels` builds on it).
 
 use anyhow::{Context, Result, bail};
 use wgpu::util::DeviceExt;
@@ -78,20 +74,6 @@ pub fn open(backends: wgpu::Backends, adapter: Option<&str>) -> Result<Gpu> {
     Ok(Gpu { device, queue, info })
 }
 
-/// The device kernel tests use: any adapter (lavapipe in CI). `None` — and a printed reason —
-/// only when the machine has no adapter at all, so tests skip cleanly there.
-pub fn test_gpu() -> Option<Gpu> {
-    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| match open(wgpu::Backends::all(), None) {
-        Ok(gpu) => Some(gpu),
-        Err(e) => {
-            eprintln!("SKIP: no wgpu adapter: {e:#}");
-            None
-        }
-    })
-    .clone()
-}
-
 impl Gpu {
     /// A storage buffer initialised with `data` (readable back, writable from the host).
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
@@ -151,18 +133,5 @@ impl Gpu {
 
     pub fn read_u32(&self, src: &wgpu::Buffer) -> Vec<u32> {
         bytemuck::cast_slice(&self.read_bytes(src, 0, src.size())).to_vec()
-    }
-
-    /// Runs recorded dispatches in one compute pass and waits for them.
-    pub fn run(&self, dispatches: &[&crate::kernels::Dispatch]) {
-        let mut enc = self.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
-        self.queue.submit([enc.finish()]);
-        self.device.poll(wgpu::PollType::wait_indefinitely()).expect("device lost");
     }
 }

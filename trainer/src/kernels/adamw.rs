@@ -59,11 +59,11 @@ impl AdamWKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{TRANSCENDENTAL, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{TRANSCENDENTAL, assert_gpu_matches_cpu, random, run, test_gpu};
 
     #[test]
     fn two_steps_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let n = 777;
         let (mut w, g1, g2) = (random(n, 18), random(n, 19), random(n, 20));
         let decay: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u32 as f32).collect();
@@ -75,7 +75,7 @@ mod tests {
             let p = AdamWParams { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05, step: t };
             gpu.queue.write_buffer(&gg, 0, bytemuck::cast_slice(g));
             gpu.queue.write_buffer(&gh, 0, bytemuck::cast_slice(&hyper(&p)));
-            gpu.run(&[&kern.step(&gpu, &p, (&gw).into(), (&gg).into(), (&gm).into(), (&gv).into(), (&gdecay).into(), (&gh).into(), n)]);
+            run(&gpu, &[&kern.step(&gpu, &p, (&gw).into(), (&gg).into(), (&gm).into(), (&gv).into(), (&gdecay).into(), (&gh).into(), n)]);
             cpu_step(&p, &mut w, g, &mut m, &mut v, &decay);
         }
         assert_gpu_matches_cpu("adamw_w", &gpu.read_f32(&gw), &w, TRANSCENDENTAL);

@@ -149,7 +149,7 @@ impl AugmentKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{TRANSCENDENTAL, assert_gpu_matches_cpu};
+    use crate::kernels::check::{TRANSCENDENTAL, assert_gpu_matches_cpu, run, test_gpu};
     use ndarray::Array3;
 
     /// Smooth test images (bilinear resampling of noise would amplify GPU sin/cos rounding).
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn gpu_matches_cpu_with_and_without_augmentation() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let (n, h, w) = (5, 28, 28);
         let raw = images(n, h, w);
         let k = AugmentKernel::new(&gpu);
@@ -172,7 +172,7 @@ mod tests {
             AugmentParams::none(0.2, 0.3),
         ] {
             let out = gpu.zeros("out", raw.len() as u64 * 4);
-            gpu.run(&[&k.apply(&gpu, &p, (&graw).into(), (&out).into(), (&seeds).into(), [n, h, w])]);
+            run(&gpu, &[&k.apply(&gpu, &p, (&graw).into(), (&out).into(), (&seeds).into(), [n, h, w])]);
             let cpu = cpu_apply(raw.view(), &p, 42, 1000);
             assert_gpu_matches_cpu("augment", &gpu.read_f32(&out), cpu.as_slice().unwrap(), TRANSCENDENTAL);
         }

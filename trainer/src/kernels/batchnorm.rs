@@ -200,12 +200,12 @@ impl BnKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{REDUCTION, TRANSCENDENTAL, assert_gpu_matches_cpu, check_finite_diff, random};
+    use crate::kernels::check::{REDUCTION, TRANSCENDENTAL, assert_gpu_matches_cpu, check_finite_diff, random, run, test_gpu};
     use ndarray::{Array1, concatenate};
 
     #[test]
     fn train_eval_and_backward_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let (n, c, h, w) = (7, 5, 11, 9); // N·H·W = 693 per channel: several passes of 256
         let x = Array4::from_shape_vec((n, c, h, w), random(n * c * h * w, 23)).unwrap() * 3.0 + 1.0;
         let dy = Array4::from_shape_vec((n, c, h, w), random(n * c * h * w, 24)).unwrap();
@@ -232,7 +232,7 @@ mod tests {
         let [s, norm] = k.forward_train(&gpu, &fwd, shape, 1e-5, 0.1);
         let [br, bdx] = k.backward(&gpu, &bwd, shape);
         let e = k.forward_eval(&gpu, &ev, shape, 1e-5);
-        gpu.run(&[&s, &norm, &br, &bdx, &e]);
+        run(&gpu, &[&s, &norm, &br, &bdx, &e]);
 
         assert_gpu_matches_cpu("bn_train", &gpu.read_f32(&gy), y.as_slice().unwrap(), TRANSCENDENTAL);
         assert_gpu_matches_cpu("bn_running", &gpu.read_f32(&grun), concatenate![ndarray::Axis(0), rm, rv].as_slice().unwrap(), REDUCTION);

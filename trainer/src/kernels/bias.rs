@@ -47,17 +47,17 @@ pub fn cpu_backward(dy: &[f32], [batch, c, inner]: [usize; 3]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{EXACT_ISH, REDUCTION, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{EXACT_ISH, REDUCTION, assert_gpu_matches_cpu, random, run, test_gpu};
 
     #[test]
     fn add_and_backward_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let shape = [5, 7, 13 * 13]; // batch·inner spans several workgroups, not a multiple of 256
         let n = shape.iter().product::<usize>();
         let (y, b) = (random(n, 5), random(7, 6));
         let k = BiasKernel::new(&gpu);
         let (gy, gb, gdb) = (gpu.upload("y", &y), gpu.upload("b", &b), gpu.zeros("db", 7 * 4));
-        gpu.run(&[&k.add(&gpu, (&gy).into(), (&gb).into(), shape), &k.backward(&gpu, (&gy).into(), (&gdb).into(), shape)]);
+        run(&gpu, &[&k.add(&gpu, (&gy).into(), (&gb).into(), shape), &k.backward(&gpu, (&gy).into(), (&gdb).into(), shape)]);
         let mut cpu_y = y.clone();
         cpu_add(&mut cpu_y, &b, shape);
         assert_gpu_matches_cpu("bias_add", &gpu.read_f32(&gy), &cpu_y, EXACT_ISH);

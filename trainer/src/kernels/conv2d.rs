@@ -309,7 +309,7 @@ pub fn backward(k: &Kernels, gpu: &Gpu, s: &ConvShape, cols: Arg, w: Arg, dy: Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{REDUCTION, assert_gpu_matches_cpu, check_finite_diff, close, random};
+    use crate::kernels::check::{REDUCTION, assert_gpu_matches_cpu, check_finite_diff, close, random, run, test_gpu};
 
     fn arrays(s: &ConvShape, seed: u32) -> (Array4<f32>, Array4<f32>, Array1<f32>) {
         let x = Array4::from_shape_vec((s.n, s.c, s.h, s.w), random(s.n * s.c * s.h * s.w, seed)).unwrap();
@@ -359,7 +359,7 @@ mod tests {
 
     #[test]
     fn gpu_forward_and_backward_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let kernels = Kernels::new(&gpu);
         for s in [
             ConvShape { n: 3, c: 5, h: 13, w: 11, o: 19, k: 3, stride: 1, pad: 1 },
@@ -378,7 +378,7 @@ mod tests {
             let (gdw, gdb, gdx) = (gpu.zeros("dw", (w.len() * 4) as u64), gpu.zeros("db", (s.o * 4) as u64), gpu.zeros("dx", (x.len() * 4) as u64));
             let mut ds = forward(&kernels, &gpu, &s, (&gx).into(), (&gw).into(), (&gb).into(), (&gcols).into(), (&gy).into());
             ds.extend(backward(&kernels, &gpu, &s, (&gcols).into(), (&gw).into(), (&gdy).into(), (&gdw).into(), (&gdb).into(), Some(((&gdcols).into(), (&gdx).into()))));
-            gpu.run(&ds.iter().collect::<Vec<_>>());
+            run(&gpu, &ds.iter().collect::<Vec<_>>());
             assert_gpu_matches_cpu("conv_fwd", &gpu.read_f32(&gy), y.as_slice().unwrap(), REDUCTION);
             assert_gpu_matches_cpu("conv_dw", &gpu.read_f32(&gdw), g.dw.as_slice().unwrap(), REDUCTION);
             assert_gpu_matches_cpu("conv_db", &gpu.read_f32(&gdb), g.db.as_slice().unwrap(), REDUCTION);

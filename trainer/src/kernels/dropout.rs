@@ -41,17 +41,17 @@ impl DropoutKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{EXACT_ISH, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{EXACT_ISH, assert_gpu_matches_cpu, random, run, test_gpu};
     use ndarray::{ArrayD, IxDyn};
 
     #[test]
     fn gpu_mask_matches_cpu_and_rate_is_p() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let n = 10_007;
         let x = ArrayD::from_shape_vec(IxDyn(&[n]), random(n, 15)).unwrap();
         let seeds = [0u32, 0, 1234, 99];
         let (gx, gy, gs) = (gpu.upload("x", x.as_slice().unwrap()), gpu.zeros("y", n as u64 * 4), gpu.upload("seeds", &seeds));
-        gpu.run(&[&DropoutKernel::new(&gpu).apply(&gpu, (&gx).into(), (&gy).into(), (&gs).into(), 2, n, 0.3)]);
+        run(&gpu, &[&DropoutKernel::new(&gpu).apply(&gpu, (&gx).into(), (&gy).into(), (&gs).into(), 2, n, 0.3)]);
         let cpu = cpu_apply(x.view(), 0.3, 1234);
         assert_gpu_matches_cpu("dropout", &gpu.read_f32(&gy), cpu.as_slice().unwrap(), EXACT_ISH);
         let dropped = cpu.iter().filter(|&&v| v == 0.0).count() as f32 / n as f32;

@@ -25,15 +25,15 @@ impl AddKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{EXACT_ISH, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{EXACT_ISH, assert_gpu_matches_cpu, random, run, test_gpu};
 
     #[test]
     fn add_matches_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let n = 1000;
         let (a, b) = (random(n, 1), random(n, 2));
         let (ga, gb, out) = (gpu.upload("a", &a), gpu.upload("b", &b), gpu.zeros("out", n as u64 * 4));
-        gpu.run(&[&AddKernel::new(&gpu).add(&gpu, (&ga).into(), (&gb).into(), (&out).into(), n)]);
+        run(&gpu, &[&AddKernel::new(&gpu).add(&gpu, (&ga).into(), (&gb).into(), (&out).into(), n)]);
         let cpu: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_gpu_matches_cpu("add", &gpu.read_f32(&out), &cpu, EXACT_ISH);
     }

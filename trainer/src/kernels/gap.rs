@@ -45,19 +45,19 @@ impl GapKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{REDUCTION, assert_gpu_matches_cpu, check_finite_diff, random};
+    use crate::kernels::check::{REDUCTION, assert_gpu_matches_cpu, check_finite_diff, random, run, test_gpu};
     use ndarray::{Array2, Array4};
 
     #[test]
     fn forward_and_backward_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let (n, c, h, w) = (9, 37, 5, 7);
         let x = Array4::from_shape_vec((n, c, h, w), random(n * c * h * w, 7)).unwrap();
         let dy = Array2::from_shape_vec((n, c), random(n * c, 8)).unwrap();
         let k = GapKernel::new(&gpu);
         let (gx, gdy) = (gpu.upload("x", x.as_slice().unwrap()), gpu.upload("dy", dy.as_slice().unwrap()));
         let (gy, gdx) = (gpu.zeros("y", (n * c * 4) as u64), gpu.zeros("dx", (n * c * h * w * 4) as u64));
-        gpu.run(&[&k.forward(&gpu, (&gx).into(), (&gy).into(), n * c, h * w), &k.backward(&gpu, (&gdy).into(), (&gdx).into(), n * c, h * w)]);
+        run(&gpu, &[&k.forward(&gpu, (&gx).into(), (&gy).into(), n * c, h * w), &k.backward(&gpu, (&gdy).into(), (&gdx).into(), n * c, h * w)]);
         assert_gpu_matches_cpu("gap", &gpu.read_f32(&gy), cpu_forward(x.view()).as_slice().unwrap(), REDUCTION);
         assert_gpu_matches_cpu("gap_bwd", &gpu.read_f32(&gdx), cpu_backward(dy.view(), [h, w]).as_slice().unwrap(), REDUCTION);
     }

@@ -84,12 +84,12 @@ impl MatmulKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{REDUCTION, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{REDUCTION, assert_gpu_matches_cpu, random, run, test_gpu};
     use ndarray::{Array2, Array3, Axis};
 
     #[test]
     fn batched_transposed_and_summed_products_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let (bt, m, k, n) = (3, 37, 53, 45); // not multiples of the 16×16 tile, several tiles each way
         let a = Array3::from_shape_vec((bt, m, k), random(bt * m * k, 31)).unwrap();
         let b = Array3::from_shape_vec((bt, k, n), random(bt * k * n, 32)).unwrap();
@@ -101,7 +101,7 @@ mod tests {
         let d1 = kern.matmul(&gpu, ((&ga).into(), la), ((&gb).into(), Layout::row_major(n, k * n)), ((&c1).into(), m * n), [m, k, n], Batching::Each(bt), false);
         let d2 = kern.matmul(&gpu, ((&ga).into(), la), ((&gbt).into(), Layout::transposed(k, n * k)), ((&c2).into(), m * n), [m, k, n], Batching::Each(bt), false);
         let d3 = kern.matmul(&gpu, ((&ga).into(), la), ((&gb).into(), Layout::row_major(n, k * n)), ((&c3).into(), 0), [m, k, n], Batching::Sum(bt), true);
-        gpu.run(&[&d1, &d2, &d3]);
+        run(&gpu, &[&d1, &d2, &d3]);
 
         let each = |b: &dyn Fn(usize) -> Array2<f32>| {
             let mut out = Array3::zeros((bt, m, n));

@@ -94,10 +94,10 @@ impl MaxPoolKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{EXACT_ISH, assert_gpu_matches_cpu, check_finite_diff, random};
+    use crate::kernels::check::{EXACT_ISH, assert_gpu_matches_cpu, check_finite_diff, random, run, test_gpu};
 
     fn check(shape: [usize; 4], kernel: usize, stride: usize) {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let [n, c, h, w] = shape;
         let x = Array4::from_shape_vec((n, c, h, w), random(n * c * h * w, 11)).unwrap();
         let (y, arg) = cpu_forward(x.view(), kernel, stride);
@@ -105,7 +105,7 @@ mod tests {
         let k = MaxPoolKernel::new(&gpu);
         let (gx, gdy) = (gpu.upload("x", x.as_slice().unwrap()), gpu.upload("dy", dy.as_slice().unwrap()));
         let (gy, garg, gdx) = (gpu.zeros("y", y.len() as u64 * 4), gpu.zeros("arg", y.len() as u64 * 4), gpu.zeros("dx", x.len() as u64 * 4));
-        gpu.run(&[
+        run(&gpu, &[
             &k.forward(&gpu, (&gx).into(), (&gy).into(), (&garg).into(), shape, kernel, stride),
             &k.backward(&gpu, (&gdy).into(), (&garg).into(), (&gdx).into(), shape, kernel, stride),
         ]);

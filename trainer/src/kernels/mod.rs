@@ -14,6 +14,8 @@ pub mod softmax_xent;
 pub mod bias;
 pub mod elementwise;
 pub mod matmul;
+#[cfg(test)]
+pub mod check;
 
 use crate::gpu::Gpu;
 
@@ -90,6 +92,18 @@ impl Dispatch {
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(x, y, z);
     }
+}
+
+/// Records `dispatches` in one compute pass and submits it (does not wait for it).
+pub fn submit<'a>(gpu: &Gpu, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    gpu.queue.submit([enc.finish()]);
 }
 
 /// A buffer (or a 256-byte aligned range of one) passed to a kernel.

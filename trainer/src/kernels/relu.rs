@@ -52,19 +52,19 @@ impl ReluKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{EXACT_ISH, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{EXACT_ISH, assert_gpu_matches_cpu, random, run, test_gpu};
     use ndarray::{ArrayD, IxDyn};
 
     #[test]
     fn forward_and_backward_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let n = 3 * 5 * 7 * 11; // not a multiple of the workgroup size
         let x = ArrayD::from_shape_vec(IxDyn(&[n]), random(n, 3)).unwrap();
         let dy = ArrayD::from_shape_vec(IxDyn(&[n]), random(n, 4)).unwrap();
         let k = ReluKernel::new(&gpu);
         let (gx, gdy) = (gpu.upload("x", x.as_slice().unwrap()), gpu.upload("dy", dy.as_slice().unwrap()));
         let (gy, gdx) = (gpu.zeros("y", n as u64 * 4), gpu.zeros("dx", n as u64 * 4));
-        gpu.run(&[&k.forward(&gpu, (&gx).into(), (&gy).into(), n), &k.backward(&gpu, (&gy).into(), (&gdy).into(), (&gdx).into(), n)]);
+        run(&gpu, &[&k.forward(&gpu, (&gx).into(), (&gy).into(), n), &k.backward(&gpu, (&gy).into(), (&gdy).into(), (&gdx).into(), n)]);
         let y = cpu_forward(x.view());
         assert_gpu_matches_cpu("relu", &gpu.read_f32(&gy), y.as_slice().unwrap(), EXACT_ISH);
         let dx = cpu_backward(y.view(), dy.view());

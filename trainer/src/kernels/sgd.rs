@@ -45,11 +45,11 @@ impl SgdKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{EXACT_ISH, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{EXACT_ISH, assert_gpu_matches_cpu, random, run, test_gpu};
 
     #[test]
     fn two_steps_match_cpu() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let n = 1025;
         let (mut w, g) = (random(n, 21), random(n, 22));
         let decay = vec![1.0; n];
@@ -58,7 +58,7 @@ mod tests {
         let kern = SgdKernel::new(&gpu);
         let (gw, gg, gvel, gd, gh) = (gpu.upload("w", &w), gpu.upload("g", &g), gpu.zeros("v", n as u64 * 4), gpu.upload("d", &decay), gpu.upload("h", &[p.lr]));
         let d = kern.step(&gpu, &p, (&gw).into(), (&gg).into(), (&gvel).into(), (&gd).into(), (&gh).into(), n);
-        gpu.run(&[&d, &d]);
+        run(&gpu, &[&d, &d]);
         cpu_step(&p, &mut w, &g, &mut vel, &decay);
         cpu_step(&p, &mut w, &g, &mut vel, &decay);
         assert_gpu_matches_cpu("sgd", &gpu.read_f32(&gw), &w, EXACT_ISH);

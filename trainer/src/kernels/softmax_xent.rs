@@ -84,11 +84,11 @@ impl XentKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{REDUCTION, TRANSCENDENTAL, assert_gpu_matches_cpu, check_finite_diff, random};
+    use crate::kernels::check::{REDUCTION, TRANSCENDENTAL, assert_gpu_matches_cpu, check_finite_diff, random, run, test_gpu};
 
     #[test]
     fn matches_cpu_and_accumulates() {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let (n, k) = (300, 49);
         let logits: Vec<f32> = random(n * k, 16).iter().map(|v| v * 4.0).collect();
         let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7) % k as u32).collect();
@@ -96,7 +96,7 @@ mod tests {
         let (gl, glab) = (gpu.upload("logits", &logits), gpu.upload("labels", &labels));
         let (gd, gps, gacc) = (gpu.zeros("d", (n * k * 4) as u64), gpu.zeros("ps", (n * 8) as u64), gpu.upload("acc", &[1.0f32, 2.0]));
         let [a, b] = kern.forward_backward(&gpu, (&gl).into(), (&glab).into(), (&gd).into(), (&gps).into(), (&gacc).into(), [n, k], 0.1);
-        gpu.run(&[&a, &b]);
+        run(&gpu, &[&a, &b]);
         let cpu = cpu_forward_backward(ndarray::ArrayView2::from_shape((n, k), &logits).unwrap(), &labels, 0.1);
         assert_gpu_matches_cpu("xent_grad", &gpu.read_f32(&gd), cpu.dlogits.as_slice().unwrap(), TRANSCENDENTAL);
         let ps = gpu.read_f32(&gps);

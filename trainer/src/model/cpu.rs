@@ -208,7 +208,7 @@ fn back(layers: &[Layer], prefix: &str, w: &Weights, caches: Vec<Cache>, mut dy:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{check_finite_diff_step, random};
+    use crate::kernels::check::{check_finite_diff_step, random};
     use crate::kernels::softmax_xent;
     use crate::model::{init_weights, zoo};
 

@@ -23,7 +23,7 @@ use crate::kernels::batchnorm::BnArgs;
 use crate::kernels::conv2d::{self, ConvShape};
 use crate::kernels::matmul::{Batching, Layout};
 use crate::kernels::sgd::SgdParams;
-use crate::kernels::{Arg, Dispatch, Kernels, rng};
+use crate::kernels::{self, Arg, Dispatch, Kernels, rng};
 use crate::optim::{OptimConfig, OptimizerKind};
 
 /// Floats per 256 bytes: the strictest storage-offset alignment wgpu adapters report.
@@ -535,19 +535,9 @@ impl GpuModel {
             OptimizerKind::Sgd => [lr, 0.0, 0.0, 0.0],
         };
         q.write_buffer(&self.hyper, 0, bytemuck::cast_slice(&hyper));
-        self.submit_all(&self.train);
+        kernels::submit(&self.gpu, &self.train);
     }
 
-    fn submit_all(&self, dispatches: &[Dispatch]) {
-        let mut enc = self.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
-        }
-        self.gpu.queue.submit([enc.finish()]);
-    }
 
     /// Waits for queued steps and returns (Σ loss, Σ correct) since the last call, then clears them.
     pub fn take_metrics(&mut self) -> (f64, f64) {
@@ -565,7 +555,7 @@ impl GpuModel {
         let mut padded = vec![0.0f32; self.config.batch * raw.dim().1 * raw.dim().2];
         padded[..raw.len()].copy_from_slice(raw.as_standard_layout().as_slice().unwrap());
         self.gpu.queue.write_buffer(&self.raw, 0, bytemuck::cast_slice(&padded));
-        self.submit_all(&self.eval);
+        kernels::submit(&self.gpu, &self.eval);
         let k = self.arch.classes;
         let out = self.gpu.read_bytes(&self.eval_logits, 0, (n * k * 4) as u64);
         Array2::from_shape_vec((n, k), bytemuck::cast_slice(&out).to_vec()).unwrap()
@@ -586,7 +576,7 @@ fn count_dropout(layers: &[Layer]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::{COMPOSED, assert_gpu_matches_cpu, random};
+    use crate::kernels::check::{COMPOSED, assert_gpu_matches_cpu, close, random, test_gpu};
     use crate::kernels::{augment, softmax_xent};
     use crate::model::{cpu, init_weights, zoo};
     use crate::optim::{CpuOptimizer, OptimConfig};
@@ -595,7 +585,7 @@ mod tests {
     /// One GPU training step against the CPU backend on the same batch: loss, correct count,
     /// every gradient, running statistics and the AdamW-updated weights.
     fn step_matches_cpu(name: &str) {
-        let Some(gpu) = crate::gpu::test_gpu() else { return };
+        let Some(gpu) = test_gpu() else { return };
         let arch = zoo(name, [1, 12, 12], 5).unwrap();
         let weights = init_weights(&arch, 7);
         let n = 6;
@@ -635,7 +625,7 @@ mod tests {
             let grad = grads.get(&t.name).map(|a| a.as_standard_layout().to_owned());
             for (i, (&gv, &cv)) in g.iter().zip(c).enumerate() {
                 let tiny = grad.as_ref().is_some_and(|a| a.as_slice().unwrap()[i].abs() <= COMPOSED.abs);
-                let strict = crate::gpu::check::close(gv, cv, COMPOSED);
+                let strict = close(gv, cv, COMPOSED);
                 let ok = strict || (tiny && (gv - cv).abs() <= 2.0 * lr * 1.01);
                 relaxed += usize::from(!strict);
                 assert!(ok, "{name} weight {}[{i}]: gpu {gv} cpu {cv}", t.name);

@@ -1,4 +1,31 @@
-//! Tolerances (all in one place) and the GPU-vs-CPU comparison every kernel test uses.
+//! Test support for kernels and models (compiled for tests only): the test device, running
+//! dispatches to completion, tolerances (all in one place) and the GPU-vs-CPU comparison every
+//! kernel test uses.
+
+use std::sync::OnceLock;
+
+use super::Dispatch;
+use crate::gpu::{self, Gpu};
+
+/// The device kernel tests use: any adapter (lavapipe in CI). `None` — and a printed reason —
+/// only when the machine has no adapter at all, so tests skip cleanly there.
+pub fn test_gpu() -> Option<Gpu> {
+    static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
+    GPU.get_or_init(|| match gpu::open(wgpu::Backends::all(), None) {
+        Ok(gpu) => Some(gpu),
+        Err(e) => {
+            eprintln!("SKIP: no wgpu adapter: {e:#}");
+            None
+        }
+    })
+    .clone()
+}
+
+/// Runs `dispatches` in one compute pass and waits for them.
+pub fn run(gpu: &Gpu, dispatches: &[&Dispatch]) {
+    super::submit(gpu, dispatches.iter().copied());
+    gpu.device.poll(wgpu::PollType::wait_indefinitely()).expect("device lost");
+}
 
 /// |gpu − cpu| ≤ abs + rel·|cpu| element-wise.
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +71,7 @@ pub fn assert_gpu_matches_cpu(op: &str, gpu: &[f32], cpu: &[f32], tol: Tolerance
 
 /// Random values in [-1, 1) from the counter RNG (tests need no extra dependency).
 pub fn random(n: usize, seed: u32) -> Vec<f32> {
-    (0..n).map(|i| crate::kernels::rng::uniform(seed, i as u32) * 2.0 - 1.0).collect()
+    (0..n).map(|i| super::rng::uniform(seed, i as u32) * 2.0 - 1.0).collect()
 }
 
 /// Checks an analytic gradient against central differences of a scalar function.
