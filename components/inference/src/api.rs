@@ -74,6 +74,37 @@ impl Default for PredictOptions {
     }
 }
 
+/// The Spin variables `/predict` reads (spin.toml `[component.predict.variables]`).
+pub const PREDICT_VARIABLES: [&str; 3] = ["max_images", "max_upload_bytes", "chunk_size"];
+
+impl PredictOptions {
+    /// The request-independent options from Spin variables (`lookup` answers None when one is
+    /// unset). A value that is not a positive integer keeps its default and comes back in the
+    /// messages, for the log: a typo in spin.toml must not take every request down.
+    pub fn from_variables(lookup: impl Fn(&str) -> Option<String>) -> (PredictOptions, Vec<String>) {
+        let mut options = PredictOptions::default();
+        let mut problems = Vec::new();
+        let mut read = |name: &str, default: Option<usize>| -> Option<usize> {
+            let raw = lookup(name)?;
+            match raw.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ if raw.trim().is_empty() => default,
+                _ => {
+                    let fallback = default.map_or("the model's default".to_string(), |d| d.to_string());
+                    problems.push(format!("variable {name}={raw:?} is not a positive integer; using {fallback}"));
+                    default
+                }
+            }
+        };
+        let limits = options.limits;
+        options.limits.max_images = read("max_images", Some(limits.max_images)).unwrap_or(limits.max_images);
+        options.limits.max_body_bytes = read("max_upload_bytes", Some(limits.max_body_bytes)).unwrap_or(limits.max_body_bytes);
+        // Empty means "the model's default" (spin.toml's default value).
+        options.chunk_size = read("chunk_size", None);
+        (options, problems)
+    }
+}
+
 /// Request body (with its Content-Type) → the `/predict` response for `model`.
 /// `options.task_id` lets a job runner keep the id it handed out earlier.
 pub fn predict_request(

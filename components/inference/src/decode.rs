@@ -7,6 +7,8 @@
 
 use std::io::{Cursor, Read};
 
+use image::ImageDecoder;
+
 use crate::error::InputError;
 
 /// A batch of `count` grayscale images of `height`×`width`, row-major, values in 0.0..=255.0
@@ -82,21 +84,24 @@ pub fn decode_upload(
         return Err(InputError::Empty);
     }
     let essence = content_type.map(mime_essence);
+    // The multipart field is kept as multer hands it over: no further copy of the upload.
+    let field;
     let (ct, payload) = match essence.as_deref() {
         Some("multipart/form-data") => {
-            let (ct, bytes) = multipart_field(content_type.unwrap_or_default(), body)?;
-            (ct, std::borrow::Cow::Owned(bytes.to_vec()))
+            let (ct, bytes) = multipart_field(content_type.unwrap_or_default(), body, limits.max_body_bytes)?;
+            field = bytes;
+            (ct, &field[..])
         }
-        _ => (essence, std::borrow::Cow::Borrowed(body)),
+        _ => (essence, body),
     };
     if payload.is_empty() {
         return Err(InputError::Empty);
     }
-    let images = match detect_format(ct.as_deref(), &payload)? {
-        Format::Npz => decode_npz(&payload, height, width, limits)?,
-        Format::Json => decode_json(&payload, height, width, limits)?,
-        Format::Png => decode_picture(&payload, image::ImageFormat::Png, height, width)?,
-        Format::Jpeg => decode_picture(&payload, image::ImageFormat::Jpeg, height, width)?,
+    let images = match detect_format(ct.as_deref(), payload)? {
+        Format::Npz => decode_npz(payload, height, width, limits)?,
+        Format::Json => decode_json(payload, height, width, limits)?,
+        Format::Png => decode_picture(payload, image::ImageFormat::Png, height, width)?,
+        Format::Jpeg => decode_picture(payload, image::ImageFormat::Jpeg, height, width)?,
     };
     Ok(images)
 }
@@ -139,18 +144,26 @@ fn sniff(body: &[u8]) -> Option<Format> {
 }
 
 /// Extracts the `upload_file` field (bytes and its own content type) from a multipart body.
-fn multipart_field(content_type: &str, body: &[u8]) -> Result<(Option<String>, bytes::Bytes), InputError> {
-    let garbled = |e: multer::Error| InputError::Garbled { format: "multipart/form-data", detail: e.to_string() };
-    let boundary = multer::parse_boundary(content_type).map_err(garbled)?;
+fn multipart_field(content_type: &str, body: &[u8], limit: usize) -> Result<(Option<String>, bytes::Bytes), InputError> {
+    let error = |e: multer::Error| match e {
+        multer::Error::StreamSizeExceeded { limit } | multer::Error::FieldSizeExceeded { limit, .. } => {
+            InputError::TooLarge { bytes: body.len(), limit: limit as usize }
+        }
+        e => InputError::Garbled { format: "multipart/form-data", detail: e.to_string() },
+    };
+    let boundary = multer::parse_boundary(content_type).map_err(error)?;
     let data = bytes::Bytes::copy_from_slice(body);
     let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(data) });
-    let mut form = multer::Multipart::new(stream, boundary);
+    // The caller already bounds the body; multer buffers a whole field in memory, so it gets the
+    // same bound itself rather than relying on every caller.
+    let size = multer::SizeLimit::new().whole_stream(limit as u64).per_field(limit as u64);
+    let mut form = multer::Multipart::with_constraints(stream, boundary, multer::Constraints::new().size_limit(size));
     // The body is already in memory, so every future here completes without waiting.
     futures::executor::block_on(async {
-        while let Some(field) = form.next_field().await.map_err(garbled)? {
+        while let Some(field) = form.next_field().await.map_err(error)? {
             if field.name() == Some("upload_file") {
                 let ct = field.content_type().map(|m| m.essence_str().to_ascii_lowercase());
-                let bytes = field.bytes().await.map_err(garbled)?;
+                let bytes = field.bytes().await.map_err(error)?;
                 return Ok((ct, bytes));
             }
         }
@@ -161,6 +174,9 @@ fn multipart_field(content_type: &str, body: &[u8]) -> Result<(Option<String>, b
 /// Largest `.npy` header accepted: numpy writes ~128 bytes; a v2/v3 header may declare up to 4 GB,
 /// which would be allocated before parsing.
 const MAX_NPY_HEADER: usize = 64 * 1024;
+
+/// Values reserved up front; 1000 images of 28×28 fit.
+const MAX_PREALLOCATED_VALUES: usize = 1 << 20;
 
 /// Decodes the array `arr_0` (or the only array) of an npz, refusing anything too big before it
 /// is allocated: the .npy header is checked (dtype, shape, image count) first, the member is read
@@ -180,18 +196,21 @@ fn decode_npz(body: &[u8], height: usize, width: usize, limits: &Limits) -> Resu
     };
     let entry = names.iter().find(|n| **n == name || **n == format!("{name}.npy")).cloned().unwrap_or_default();
     let member = archive.by_name(&entry).map_err(|e| garbled(e.to_string()))?;
-    let max_data = limits.max_images.saturating_mul(height * width * 8);
-    let declared = member.size() as usize;
-    if declared > max_data.saturating_add(MAX_NPY_HEADER) {
-        return Err(InputError::TooLarge { bytes: declared, limit: max_data.saturating_add(MAX_NPY_HEADER) });
+    // Saturating: a huge configured `max_images` must not overflow into a small limit (or panic).
+    let max_member = limits.max_images.saturating_mul(height * width * 8).saturating_add(MAX_NPY_HEADER);
+    let declared = usize::try_from(member.size()).unwrap_or(usize::MAX);
+    if declared > max_member {
+        return Err(InputError::TooLarge { bytes: declared, limit: max_member });
     }
     // Counts what actually inflates, whatever the zip says.
-    let mut reader = member.take((max_data + MAX_NPY_HEADER) as u64 + 1);
+    let mut reader = member.take((max_member as u64).saturating_add(1));
     let header = read_npy_header(&mut reader)?;
     let dtype = NpyDtype::parse(&header.type_descriptor.to_string())?;
     let count = image_count(&header.shape, height, width, limits)?;
-    let values = count * height * width;
-    let mut pixels = Vec::with_capacity(values);
+    let values = count.checked_mul(height * width).ok_or(InputError::TooManyImages { count, limit: limits.max_images })?;
+    // Grows with the data actually read, so a header promising more than the stream holds
+    // allocates only what arrives.
+    let mut pixels = Vec::with_capacity(values.min(MAX_PREALLOCATED_VALUES));
     let mut chunk = vec![0u8; 8192 * dtype.size];
     while pixels.len() < values {
         let want = ((values - pixels.len()) * dtype.size).min(chunk.len());
@@ -316,92 +335,279 @@ fn finish_pixels(mut pixels: Vec<f32>, float: bool, count: usize, height: usize,
     Ok(Images { count, height, width, pixels })
 }
 
+/// Most levels of nested arrays a JSON upload may have: (N, 1, H, W).
+const MAX_JSON_DEPTH: usize = 4;
+
+/// Nested JSON pixel arrays, parsed as they stream past: no `serde_json::Value` tree (dozens of
+/// bytes per number), at most [`MAX_JSON_DEPTH`] levels, and at most `max_images` images' worth
+/// of values kept, so a body within the size limit allocates little more than the pixels it may
+/// legitimately hold.
 fn decode_json(body: &[u8], height: usize, width: usize, limits: &Limits) -> Result<Images, InputError> {
-    let garbled = |detail: String| InputError::Garbled { format: "JSON", detail };
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| garbled(e.to_string()))?;
-    let value = match value {
-        serde_json::Value::Object(mut map) => {
-            map.remove("images").ok_or_else(|| garbled("object without an 'images' key".into()))?
-        }
-        v => v,
+    use serde::de::DeserializeSeed;
+    let cap = limits.max_images.saturating_mul(height * width);
+    let mut state = JsonPixels {
+        kinds: [None; MAX_JSON_DEPTH + 1],
+        shape: [None; MAX_JSON_DEPTH + 1],
+        values: Vec::new(),
+        cap,
+        seen: 0,
+        is_int: true,
+        in_object: false,
+        error: None,
     };
-    // Shape from the first element at each depth; `flatten` then checks every row has it.
-    let mut shape = Vec::new();
-    let mut cursor = &value;
-    while let serde_json::Value::Array(items) = cursor {
-        shape.push(items.len());
-        match items.first() {
-            Some(first) => cursor = first,
-            None => break,
-        }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = JsonLevel { state: &mut state, level: 0 }.deserialize(&mut de).and_then(|()| de.end());
+    if let Err(e) = parsed {
+        return Err(state.error.take().unwrap_or(InputError::Garbled { format: "JSON", detail: e.to_string() }));
     }
-    if shape.len() < 2 || shape.len() > 4 {
+    let shape: Vec<usize> = (0..MAX_JSON_DEPTH)
+        .take_while(|&l| state.kinds[l] == Some(JsonKind::Array))
+        .map(|l| state.shape[l].unwrap_or(0))
+        .collect();
+    if shape.len() < 2 {
         return Err(InputError::WrongShape { got: format!("nested arrays of depth {} ({shape:?})", shape.len()) });
     }
-    let total: usize = shape.iter().product();
-    if total > limits.max_images.saturating_mul(height * width) {
-        let per = (height * width).max(1);
-        return Err(InputError::TooManyImages { count: total / per, limit: limits.max_images });
-    }
-    let mut flat = Vec::with_capacity(total);
-    let mut is_int = true;
-    flatten(&value, &shape, &mut flat, &mut is_int).map_err(|d| InputError::WrongShape { got: d })?;
     let count = image_count(&shape, height, width, limits)?;
-    if is_int && flat.iter().any(|&v| !(0.0..=255.0).contains(&v)) {
+    // Every value was kept once the shape is within limits (rows are checked to be equal).
+    debug_assert_eq!(state.values.len(), state.seen);
+    if state.is_int && state.values.iter().any(|&v| !(0.0..=255.0).contains(&v)) {
         return Err(InputError::OutOfRange("integers must be 0–255".into()));
     }
-    finish_pixels(flat, !is_int, count, height, width)
+    finish_pixels(state.values, !state.is_int, count, height, width)
 }
 
-fn flatten(v: &serde_json::Value, shape: &[usize], out: &mut Vec<f32>, is_int: &mut bool) -> Result<(), String> {
-    match (v, shape) {
-        (serde_json::Value::Array(items), [n, rest @ ..]) if items.len() == *n => {
-            items.iter().try_for_each(|item| flatten(item, rest, out, is_int))
-        }
-        (serde_json::Value::Array(items), [n, ..]) => Err(format!("ragged arrays: a row of {} where {n} was expected", items.len())),
-        (serde_json::Value::Number(num), []) => {
-            *is_int &= num.is_u64() || num.is_i64();
-            out.push(num.as_f64().unwrap_or(f64::NAN) as f32);
-            Ok(())
-        }
-        (other, _) => Err(format!("expected a number or an array, found {other}")),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JsonKind {
+    Array,
+    Number,
+}
+
+struct JsonPixels {
+    /// What was found at each nesting level; one level cannot hold both arrays and numbers.
+    kinds: [Option<JsonKind>; MAX_JSON_DEPTH + 1],
+    /// The length of the first array that ended at each level; every other must match.
+    shape: [Option<usize>; MAX_JSON_DEPTH + 1],
+    values: Vec<f32>,
+    /// Values beyond this are counted (for the error) but not kept.
+    cap: usize,
+    seen: usize,
+    is_int: bool,
+    /// Inside `{"images": ...}` already: a second object is not a pixel array.
+    in_object: bool,
+    /// Why parsing stopped when the JSON was valid but not pixels (serde only carries text).
+    error: Option<InputError>,
+}
+
+impl JsonPixels {
+    fn fail<E: serde::de::Error>(&mut self, error: InputError) -> E {
+        let e = E::custom(&error);
+        self.error = Some(error);
+        e
     }
+
+    fn wrong_shape<E: serde::de::Error>(&mut self, got: String) -> E {
+        self.fail(InputError::WrongShape { got })
+    }
+
+    fn kind<E: serde::de::Error>(&mut self, level: usize, kind: JsonKind) -> Result<(), E> {
+        match self.kinds[level] {
+            Some(k) if k != kind => Err(self.wrong_shape(format!("ragged arrays: numbers and arrays mixed at depth {level}"))),
+            _ => {
+                self.kinds[level] = Some(kind);
+                Ok(())
+            }
+        }
+    }
+
+    fn number<E: serde::de::Error>(&mut self, level: usize, value: f32, int: bool) -> Result<(), E> {
+        self.kind(level, JsonKind::Number)?;
+        self.is_int &= int;
+        self.seen += 1;
+        if self.values.len() < self.cap {
+            self.values.push(value);
+        }
+        Ok(())
+    }
+}
+
+/// Visits the value at one nesting level.
+struct JsonLevel<'a> {
+    state: &'a mut JsonPixels,
+    level: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for JsonLevel<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for JsonLevel<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("nested arrays of pixel values")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.state.number(self.level, v as f32, true)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.state.number(self.level, v as f32, true)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.state.number(self.level, v as f32, false)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        let shown: String = v.chars().take(20).collect();
+        Err(self.state.wrong_shape(format!("expected a number or an array, found the string {shown:?}")))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        Err(self.state.wrong_shape(format!("expected a number or an array, found {v}")))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(self.state.wrong_shape("expected a number or an array, found null".into()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let level = self.level;
+        if level >= MAX_JSON_DEPTH {
+            // Refused on entry: no deeper recursion, whatever the body holds.
+            return Err(self.state.wrong_shape(format!("arrays nested deeper than {MAX_JSON_DEPTH} levels")));
+        }
+        self.state.kind(level, JsonKind::Array)?;
+        let mut len = 0usize;
+        while seq.next_element_seed(JsonLevel { state: &mut *self.state, level: level + 1 })?.is_some() {
+            len += 1;
+        }
+        match self.state.shape[level] {
+            None => self.state.shape[level] = Some(len),
+            Some(n) if n != len => {
+                return Err(self.state.wrong_shape(format!("ragged arrays: a row of {len} where {n} was expected")));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// `{"images": [...]}`, once, at the top; other keys are skipped without being stored.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if self.level != 0 || self.state.in_object {
+            return Err(self.state.wrong_shape("expected a number or an array, found an object".into()));
+        }
+        self.state.in_object = true;
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "images" && !found {
+                map.next_value_seed(JsonLevel { state: &mut *self.state, level: 0 })?;
+                found = true;
+            } else if key == "images" {
+                let error = InputError::Garbled { format: "JSON", detail: "the key 'images' appears twice".into() };
+                return Err(self.state.fail(error));
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        if !found {
+            let error = InputError::Garbled { format: "JSON", detail: "object without an 'images' key".into() };
+            return Err(self.state.fail(error));
+        }
+        Ok(())
+    }
+}
+
+/// Pictures wider or taller than this are refused from their header. The models see 28×28; a
+/// photographed character needs far less, and 4096 still admits most phone photos' sides.
+pub const MAX_PICTURE_SIDE: u32 = 4096;
+
+/// What decoding one picture may allocate, estimated from its header before any pixel buffer
+/// exists (see [`picture_decode_bytes`]): the default instance memory budget is sized for
+/// predict's ~120 MiB peak, and a picture should not double it.
+pub const MAX_PICTURE_DECODE_BYTES: u64 = 64 << 20;
+
+/// The bytes a picture's decode allocates at most: its decoded pixels, plus for JPEG the whole-image
+/// coefficients (2 bytes per sample) zune-jpeg keeps while decoding a progressive file.
+pub fn picture_decode_bytes(format: image::ImageFormat, color: image::ColorType, width: u32, height: u32) -> u64 {
+    let pixels = u64::from(width) * u64::from(height);
+    let coefficients = if format == image::ImageFormat::Jpeg { 2 * u64::from(color.channel_count()) } else { 0 };
+    pixels * (u64::from(color.bytes_per_pixel()) + coefficients)
 }
 
 /// PNG/JPEG → grayscale, composited on white, light backgrounds inverted, fitted to
-/// `height`×`width` keeping the aspect ratio (padding with background).
+/// `height`×`width` keeping the aspect ratio (padding with background). The size is checked on
+/// the header; the pixels are then decoded once, into the decoder's own buffer.
 fn decode_picture(body: &[u8], format: image::ImageFormat, height: usize, width: usize) -> Result<Images, InputError> {
     let name = if format == image::ImageFormat::Png { "PNG" } else { "JPEG" };
+    let error = |e: image::ImageError| match e {
+        image::ImageError::Limits(e) => InputError::PictureTooLarge(format!("{name}: {e}")),
+        e => InputError::Garbled { format: name, detail: e.to_string() },
+    };
     let mut reader = image::ImageReader::with_format(Cursor::new(body), format);
+    // Dimensions are checked below, with a clearer error; this caps the PNG decoder's own buffers
+    // (text and ICC chunks) too.
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(8192);
-    limits.max_image_height = Some(8192);
-    limits.max_alloc = Some(128 * 1024 * 1024);
+    limits.max_alloc = Some(MAX_PICTURE_DECODE_BYTES);
     reader.limits(limits);
-    let picture = reader.decode().map_err(|e| InputError::Garbled { format: name, detail: e.to_string() })?;
-    let gray = picture.to_luma_alpha8();
-    let (w, h) = gray.dimensions();
-    // Transparent pixels count as white paper.
-    let mut plain = image::GrayImage::new(w, h);
-    for (dst, src) in plain.pixels_mut().zip(gray.pixels()) {
-        let [l, a] = src.0;
-        let a = a as f32 / 255.0;
-        dst.0 = [(l as f32 * a + 255.0 * (1.0 - a)).round() as u8];
+    let decoder = reader.into_decoder().map_err(error)?;
+    let (w, h) = decoder.dimensions();
+    let needed = picture_decode_bytes(format, decoder.color_type(), w, h);
+    if w > MAX_PICTURE_SIDE || h > MAX_PICTURE_SIDE || needed > MAX_PICTURE_DECODE_BYTES {
+        return Err(InputError::PictureTooLarge(format!(
+            "a {w}×{h} {name} ({:?}) needs about {} MiB to decode",
+            decoder.color_type(),
+            needed.div_ceil(1 << 20)
+        )));
     }
+    if w == 0 || h == 0 {
+        return Err(InputError::Garbled { format: name, detail: format!("the picture is {w}×{h}") });
+    }
+    let mut plain = gray_on_white(image::DynamicImage::from_decoder(decoder).map_err(error)?);
     // Datasets have light strokes on black: invert pictures whose border (the paper) is light.
-    let border: Vec<u8> = plain
-        .enumerate_pixels()
-        .filter(|(x, y, _)| *x == 0 || *y == 0 || *x == w - 1 || *y == h - 1)
-        .map(|(_, _, p)| p.0[0])
-        .collect();
-    let border_mean = border.iter().map(|&b| b as f32).sum::<f32>() / border.len().max(1) as f32;
-    if border_mean > 127.0 {
+    if border_mean(&plain) > 127.0 {
         image::imageops::invert(&mut plain);
     }
     let scale = (width as f32 / w as f32).min(height as f32 / h as f32);
     let (nw, nh) = (((w as f32 * scale).round() as u32).clamp(1, width as u32), ((h as f32 * scale).round() as u32).clamp(1, height as u32));
     let resized = image::imageops::resize(&plain, nw, nh, image::imageops::FilterType::Triangle);
+    drop(plain);
     let mut canvas = image::GrayImage::new(width as u32, height as u32);
     image::imageops::overlay(&mut canvas, &resized, ((width as u32 - nw) / 2) as i64, ((height as u32 - nh) / 2) as i64);
     Ok(Images { count: 1, height, width, pixels: canvas.into_raw().into_iter().map(f32::from).collect() })
+}
+
+/// Grayscale with transparent pixels as white paper. A gray picture keeps its decoded buffer;
+/// others are converted once and composited in place.
+fn gray_on_white(picture: image::DynamicImage) -> image::GrayImage {
+    let (w, h) = (picture.width(), picture.height());
+    let gray_alpha = match picture {
+        image::DynamicImage::ImageLuma8(gray) => return gray,
+        image::DynamicImage::ImageLumaA8(gray_alpha) => gray_alpha,
+        // `other` (the decoded colour buffer) is freed at the end of this arm.
+        other => other.to_luma_alpha8(),
+    };
+    let mut raw = gray_alpha.into_raw();
+    for i in 0..raw.len() / 2 {
+        // Pixel i moves from bytes 2i, 2i+1 to byte i: never over a pixel not yet read.
+        let (l, a) = (raw[2 * i] as f32, raw[2 * i + 1] as f32 / 255.0);
+        raw[i] = (l * a + 255.0 * (1.0 - a)).round() as u8;
+    }
+    raw.truncate(raw.len() / 2);
+    image::GrayImage::from_raw(w, h, raw).expect("one byte per pixel")
+}
+
+/// Mean of the outermost rows and columns (each pixel once); `picture` is at least 1×1.
+fn border_mean(picture: &image::GrayImage) -> f32 {
+    let (w, h) = picture.dimensions();
+    let rows = if h > 1 { vec![0, h - 1] } else { vec![0] };
+    let columns = if w > 1 { vec![0, w - 1] } else { vec![0] };
+    let whole_rows = rows.iter().flat_map(|&y| (0..w).map(move |x| (x, y)));
+    let row_ends = (1..h - 1).flat_map(|y| columns.iter().map(move |&x| (x, y)));
+    let sum: f32 = whole_rows.chain(row_ends).map(|(x, y)| picture.get_pixel(x, y).0[0] as f32).sum();
+    sum / (rows.len() as u32 * w + h.saturating_sub(2) * columns.len() as u32) as f32
 }

@@ -27,6 +27,9 @@ pub enum InputError {
     TooManyImages { count: usize, limit: usize },
     #[error("body of {bytes} bytes exceeds the limit of {limit} bytes")]
     TooLarge { bytes: usize, limit: usize },
+    /// Refused from the picture's header, before any pixel is decoded.
+    #[error("picture too large: {0}")]
+    PictureTooLarge(String),
     #[error("bad query parameter: {0}")]
     BadQuery(String),
 }
@@ -53,7 +56,7 @@ impl InputError {
         match self {
             InputError::UnknownModel(_) => 404,
             InputError::UnsupportedType(_) => 415,
-            InputError::TooManyImages { .. } | InputError::TooLarge { .. } => 413,
+            InputError::TooManyImages { .. } | InputError::TooLarge { .. } | InputError::PictureTooLarge(_) => 413,
             InputError::BadQuery(_) => 400,
             InputError::Empty
             | InputError::MissingField
@@ -76,6 +79,7 @@ impl InputError {
             InputError::OutOfRange(_) => "out_of_range",
             InputError::TooManyImages { .. } => "too_many_images",
             InputError::TooLarge { .. } => "body_too_large",
+            InputError::PictureTooLarge(_) => "picture_too_large",
             InputError::BadQuery(_) => "bad_query",
         }
     }
@@ -86,6 +90,11 @@ impl InputError {
             InputError::UnknownModel(_) => Some("a model name listed by GET /models".to_string()),
             InputError::TooManyImages { limit, .. } => Some(format!("at most {limit} images")),
             InputError::TooLarge { limit, .. } => Some(format!("at most {limit} bytes")),
+            InputError::PictureTooLarge(_) => Some(format!(
+                "a PNG or JPEG of at most {side}×{side} pixels that decodes into at most {mib} MiB",
+                side = crate::decode::MAX_PICTURE_SIDE,
+                mib = crate::decode::MAX_PICTURE_DECODE_BYTES >> 20
+            )),
             InputError::BadQuery(_) => Some("top_k: an integer from 1 to the number of classes".into()),
             _ => Some(EXPECTED_UPLOAD.to_string()),
         };

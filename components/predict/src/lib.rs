@@ -4,10 +4,12 @@
 //! loaded once per instance (the host reuses instances, so the plan stays in this global).
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
-use http_body_util::BodyExt;
-use kana_inference::{CardError, InputError, Limits, ModelInfo, PredictOptions, Registry, parse_top_k, predict_request};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use kana_inference::api::PREDICT_VARIABLES;
+use kana_inference::{CardError, InputError, ModelInfo, PredictError, PredictOptions, Registry, parse_top_k, predict_request};
 use spin_sdk::http::{IntoResponse, Json, Method, Request, StatusCode};
 
 static MODELS: OnceLock<(Registry, Vec<CardError>)> = OnceLock::new();
@@ -40,8 +42,12 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
             None => Err(error_json(&InputError::UnknownModel(name.to_string()).into())),
         },
         (&Method::POST, ["predict", name]) => {
-            let body = req.into_body().collect().await?.to_bytes();
-            match predict(registry, name, content_type.as_deref(), &body, query.as_deref()).await {
+            let options = options().await;
+            let body = read_body(req, options.limits.max_body_bytes).await?;
+            let response = body.map_err(PredictError::from).and_then(|body| {
+                predict(registry, name, content_type.as_deref(), &body, query.as_deref(), options)
+            });
+            match response {
                 Ok(response) => Ok(serde_json::to_value(response)?),
                 Err(e) => Err(error_json(&e)),
             }
@@ -55,31 +61,45 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     })
 }
 
-async fn predict(
+fn predict(
     registry: &Registry,
     name: &str,
     content_type: Option<&str>,
     body: &[u8],
     query: Option<&str>,
-) -> Result<kana_inference::PredictResponse, kana_inference::PredictError> {
+    options: PredictOptions,
+) -> Result<kana_inference::PredictResponse, PredictError> {
     let model = registry.get(name).ok_or_else(|| InputError::UnknownModel(name.to_string()))?;
-    let chunk_size = spin_sdk::variables::get("chunk_size").await.ok().and_then(|v| v.trim().parse().ok());
-    let options = PredictOptions { top_k: parse_top_k(query)?, limits: limits().await, task_id: None, chunk_size };
+    let options = PredictOptions { top_k: parse_top_k(query)?, ..options };
     predict_request(model, content_type, body, &options)
 }
 
-/// Spin variables `max_images` and `max_upload_bytes`; defaults when unset or unparsable.
-async fn limits() -> Limits {
-    let default = Limits::default();
-    let read = async |key: &str, fallback: usize| {
-        spin_sdk::variables::get(key).await.ok().and_then(|v| v.trim().parse().ok()).unwrap_or(fallback)
-    };
-    Limits {
-        max_images: read("max_images", default.max_images).await,
-        max_body_bytes: read("max_upload_bytes", default.max_body_bytes).await,
+/// The request body; past `limit` bytes it stops reading and answers 413.
+async fn read_body(req: Request, limit: usize) -> anyhow::Result<Result<Bytes, InputError>> {
+    let claimed = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse().ok());
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(body) => Ok(Ok(body.to_bytes())),
+        // Without a Content-Length, all that is known is "more than the limit".
+        Err(e) if e.is::<LengthLimitError>() => {
+            Ok(Err(InputError::TooLarge { bytes: claimed.unwrap_or(limit.saturating_add(1)), limit }))
+        }
+        Err(e) => Err(anyhow::anyhow!("reading the request body: {e}")),
     }
 }
 
-fn error_json(e: &kana_inference::PredictError) -> (u16, serde_json::Value) {
+/// Limits and chunk size from the Spin variables; bad values are logged (once) and defaulted.
+async fn options() -> PredictOptions {
+    let mut values = Vec::new();
+    for name in PREDICT_VARIABLES {
+        values.push((name, spin_sdk::variables::get(name).await.ok()));
+    }
+    let (options, problems) =
+        PredictOptions::from_variables(|name| values.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone()));
+    static LOGGED: Once = Once::new();
+    LOGGED.call_once(|| problems.iter().for_each(|p| kana_inference::log_line(&format!("predict: {p}"))));
+    options
+}
+
+fn error_json(e: &PredictError) -> (u16, serde_json::Value) {
     (e.status(), serde_json::to_value(e.body()).unwrap_or_default())
 }

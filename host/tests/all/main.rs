@@ -9,4 +9,5 @@ mod key_value;
 mod jobs;
 mod predict;
 mod reliability;
+mod router_fuzz;
 mod shipped;
