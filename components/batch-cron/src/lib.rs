@@ -1,10 +1,10 @@
 //! Batch cron component: each tick runs due scheduled jobs, async jobs whose own run never
 //! finished, runs interrupted past their lease, and the next turn of jobs too big for one; then
 //! deletes jobs past retention. A tick starts no run after `tick_budget`.
-//! All the logic is `kana_jobs::Jobs::tick`; claims make overlapping ticks and several hosts safe.
+//! All the logic is `kana_jobs::Jobs::tick` (components/jobs-core/src/tick.rs); claims make
+//! overlapping ticks and several hosts safe.
 
-use kana_jobs::Jobs;
-use kana_jobs::spin::{InferencePredictor, SpinClock, SpinKv, limits, load_config, registry};
+use kana_jobs::spin::Setup;
 
 // Generates `Guest`, `Metadata`, `Error` and `export!` for the `spin-cron` world.
 spin_sdk::wit_bindgen::generate!({
@@ -22,13 +22,10 @@ impl Guest for BatchCron {
 }
 
 async fn tick() -> anyhow::Result<()> {
-    let config = load_config().await?;
-    let kv = SpinKv::open_default().await?;
-    let jobs = Jobs { kv: &kv, clock: &SpinClock, config: &config };
-    let predictor = InferencePredictor { registry: registry(), limits: limits(&config) };
+    let setup = Setup::open().await?;
     // A fresh owner per tick: two ticks of the same instance must not share a claim.
     let owner = kana_jobs::job::new_owner_id();
-    let report = jobs.tick(&owner, &predictor).await?;
+    let report = setup.jobs().tick(&owner, &setup.predictor()).await?;
     if report.ran + report.paused + report.deferred + report.expired + report.lost_claims > 0 || report.swept {
         kana_inference::log_line(&format!(
             "batch-cron: ran {} job(s), lost {} claim(s) to other runners, paused {} big job(s), deferred {} to the next tick, deleted {} expired, swept: {} ({} orphan keys deleted)",

@@ -1,20 +1,118 @@
-//! What the `jobs` and `batch-cron` components share on top of the pure logic: the spin-sdk
-//! key-value adapter, the clock, config from Spin variables, and the predictor that runs a stored
-//! upload through kana-inference's decoding, model and `predict_response` (what `/predict` uses).
+//! What the `jobs` and `batch-cron` components share on top of the pure logic: [`Setup`] (config
+//! from Spin variables, the store, [`Jobs`] and the predictor), the spin-sdk key-value adapter,
+//! the clock, the upload check the API runs before storing, the predictor that runs a stored
+//! upload through kana-inference's decoding, model and `predict_response` (what `/predict` uses),
+//! and [`spawn_run`], the async job's run after the response.
 
 use std::ops::Range;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kana_inference::api::Timing;
-use kana_inference::{Images, Limits, Model, Prediction, Registry, decode_upload, predict_response};
+use kana_inference::{InputError, Images, Limits, Model, Prediction, Registry, decode_upload, predict_response};
+use serde_json::json;
 use spin_sdk::key_value::{Error, Store};
 
+use crate::api::{self, UploadCheck};
 use crate::config::{self, Config};
-use crate::job::Job;
-use crate::jobs::Predictor;
+use crate::faults::ErrorReply;
+use crate::job::{self, Job};
+use crate::jobs::{Jobs, Predictor, Trigger};
 use crate::kv::{Clock, KeyValue, StoreFull};
+
+/// Everything a component needs for one request or tick: the config and the open store.
+pub struct Setup {
+    pub config: Config,
+    pub kv: SpinKv,
+}
+
+/// Why [`Setup::open`] failed: the variables (an operator's mistake, 500) or the store (503/507).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("bad configuration: {0:#}")]
+    Config(anyhow::Error),
+    #[error("opening the key-value store: {0:#}")]
+    Store(anyhow::Error),
+}
+
+impl SetupError {
+    /// The answer to `req` when the jobs API cannot even start.
+    pub fn reply(&self, req: &api::Request<'_>) -> api::Reply {
+        match self {
+            SetupError::Config(e) => api::bad_config(e),
+            SetupError::Store(e) => api::store_failed(req, e),
+        }
+    }
+}
+
+impl Setup {
+    /// Reads the config and opens the `default` store.
+    pub async fn open() -> Result<Self, SetupError> {
+        Self::with_config(load_config().await.map_err(SetupError::Config)?).await
+    }
+
+    pub async fn with_config(config: Config) -> Result<Self, SetupError> {
+        Ok(Self { kv: SpinKv::open_default().await.map_err(SetupError::Store)?, config })
+    }
+
+    pub fn jobs(&self) -> Jobs<'_, SpinKv, SpinClock> {
+        Jobs { kv: &self.kv, clock: &SpinClock, config: &self.config }
+    }
+
+    /// The models of this instance's [`registry`], within the config's limits.
+    pub fn predictor(&self) -> InferencePredictor<'static> {
+        InferencePredictor { registry: registry(), limits: limits(&self.config) }
+    }
+}
+
+/// Runs of spawned jobs going on in this instance. They share its one thread with its requests,
+/// so running several at once only makes every request wait longer (25 at once delayed
+/// submissions by up to a minute): one runs, the others wait their turn.
+static SPAWNED_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs async job `task_id` for one turn after the response has gone out (the `jobs` component
+/// calls it for [`api::Reply::run_after`]). A run that cannot start within `run_budget`, or an
+/// instance that dies first, leaves the job to cron.
+pub fn spawn_run(task_id: String, config: Config) {
+    spin_sdk::wasip3::spawn(async move {
+        let give_up_at = Utc::now() + config.run_budget;
+        // Single-threaded: nothing runs between this check and the increment.
+        while SPAWNED_RUNNING.load(Ordering::Relaxed) > 0 {
+            if Utc::now() >= give_up_at {
+                return;
+            }
+            spin_sdk::time::sleep(Duration::from_millis(50)).await;
+        }
+        SPAWNED_RUNNING.fetch_add(1, Ordering::Relaxed);
+        let run = async {
+            let setup = Setup::with_config(config).await?;
+            let owner = job::new_owner_id();
+            anyhow::Ok(setup.jobs().run(&task_id, &owner, Trigger::Submitted, &setup.predictor()).await?)
+        };
+        let outcome = run.await;
+        SPAWNED_RUNNING.fetch_sub(1, Ordering::Relaxed);
+        if let Err(e) = outcome {
+            kana_inference::log_line(&format!("async job {task_id} failed to run: {e:#}"));
+        }
+    });
+}
+
+/// The served models check uploads as the run will decode them: unknown model 404, bad input
+/// 413/415/422 with `/predict`'s error bodies.
+impl UploadCheck for Registry {
+    fn check(&self, model: &str, content_type: Option<&str>, body: &[u8], config: &Config) -> Result<(), ErrorReply> {
+        let refuse = |e: InputError| ErrorReply {
+            status: e.status(),
+            body: serde_json::to_value(e.body()).unwrap_or_else(|_| json!({ "error": e.to_string() })),
+            retry_after: None,
+        };
+        let served = self.get(model).ok_or_else(|| refuse(InputError::UnknownModel(model.to_owned())))?;
+        let [_, height, width] = served.card.input.shape;
+        decode_upload(content_type, body, height, width, &limits(config)).map(drop).map_err(refuse)
+    }
+}
 
 /// Where spin.toml mounts the models directory.
 pub const MODELS_DIR: &str = "/models";
