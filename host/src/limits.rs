@@ -49,10 +49,11 @@ pub struct MemoryPolicy {
 }
 
 impl Default for MemoryPolicy {
-    /// Sized from the shipped components' measured need (README "Limits"): predict with
-    /// resnet-wide on 1,000 images peaks near 120 MiB; a jobs slice is smaller.
+    /// Sized from the shipped components' measured need (README "Limits"): a predict instance
+    /// peaks at 24–27 MiB on 1,000 images with any shipped model; a jobs or batch-cron instance
+    /// decoding a 38,547-image batch (the K49 test set) grows to ~400 MiB, and is recycled.
     fn default() -> Self {
-        MemoryPolicy { max_bytes: 1024 << 20, recycle_above_bytes: 256 << 20 }
+        MemoryPolicy { max_bytes: 1024 << 20, recycle_above_bytes: 128 << 20 }
     }
 }
 

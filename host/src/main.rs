@@ -48,10 +48,13 @@ enum Command {
         /// Requests one instance serves before a fresh one replaces it.
         #[arg(long, default_value_t = 100_000)]
         max_requests_per_instance: usize,
-        /// Seconds from a request's arrival to its response headers (504 after), and the limit
-        /// for work a component carries on with after responding.
+        /// Seconds from a request's arrival to its response headers (504 after).
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
         request_timeout_secs: u64,
+        /// Seconds a component may keep working after its last response (a job run after its
+        /// 202) before its instance is dropped.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+        background_timeout_secs: u64,
         /// Seconds a client has to send its request headers.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         header_timeout_secs: u64,
@@ -93,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         max_requests_per_instance,
         instance_idle_secs,
         request_timeout_secs,
+        background_timeout_secs,
         header_timeout_secs,
         body_timeout_secs,
         max_connections,
@@ -105,6 +109,7 @@ fn main() -> anyhow::Result<()> {
         max_queued,
         max_requests_per_instance,
         request_timeout,
+        background_timeout: Duration::from_secs(background_timeout_secs),
         idle_timeout: Duration::from_secs(instance_idle_secs),
         ..PoolConfig::default()
     };

@@ -6,17 +6,17 @@
 //! (label and probability are strings). Added: `model_version`, `count`, `timing_ms`, and per
 //! result `top_k` when `?top_k=N` is asked.
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ops::Range;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use crate::card::ModelCard;
-use crate::decode::{Limits, decode_upload};
+use crate::decode::{Images, Limits, decode_upload};
 use crate::error::{InputError, PredictError};
 use crate::model::{Model, Prediction, WeightsFormat};
+use crate::task_id;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PredictResponse {
@@ -105,8 +105,10 @@ impl PredictOptions {
     }
 }
 
-/// Request body (with its Content-Type) → the `/predict` response for `model`.
-/// `options.task_id` lets a job runner keep the id it handed out earlier.
+/// Request body (with its Content-Type) → the `/predict` response for `model`: the one
+/// prediction path, [`decode_input`] → [`predict_images`] → [`predict_response`]. Job runners
+/// take the same steps, a slice of images at a time. `options.task_id` keeps an id handed out
+/// earlier.
 pub fn predict_request(
     model: &Model,
     content_type: Option<&str>,
@@ -115,22 +117,38 @@ pub fn predict_request(
 ) -> Result<PredictResponse, PredictError> {
     let started = Instant::now();
     let now = Utc::now();
-    let [_, h, w] = model.card.input.shape;
-    if let Some(k) = options.top_k {
-        check_top_k(k, model.card.classes.len())?;
-    }
-    let images = decode_upload(content_type, body, h, w, &options.limits)?;
+    let images = decode_input(model, content_type, body, options)?;
     let decoded = Instant::now();
-    let chunk = options.chunk_size.unwrap_or(model.chunk_size);
-    let predictions = model.predict_chunked(&images, options.top_k.unwrap_or(1), chunk)?;
+    let predictions = predict_images(model, &images, 0..images.count, options)?;
     let inferred = Instant::now();
-    let task_id = options.task_id.clone().unwrap_or_else(|| new_task_id(now));
+    let task_id = options.task_id.clone().unwrap_or_else(|| task_id::new(now));
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     Ok(predict_response(&model.card, task_id, &predictions, options.top_k.is_some(), Timing {
         decode: ms(started, decoded),
         inference: ms(decoded, inferred),
         total: ms(started, inferred),
     }))
+}
+
+/// Checks the request's options against `model` and decodes the upload into its input size.
+pub fn decode_input(model: &Model, content_type: Option<&str>, body: &[u8], options: &PredictOptions) -> Result<Images, PredictError> {
+    if let Some(k) = options.top_k {
+        check_top_k(k, model.card.classes.len())?;
+    }
+    let [_, h, w] = model.card.input.shape;
+    Ok(decode_upload(content_type, body, h, w, &options.limits)?)
+}
+
+/// Runs images `range` in chunks; results are indexed in the whole upload, not the range.
+pub fn predict_images(model: &Model, images: &Images, range: Range<usize>, options: &PredictOptions) -> Result<Vec<Prediction>, PredictError> {
+    let chunk = options.chunk_size.unwrap_or(model.chunk_size);
+    let top_k = options.top_k.unwrap_or(1);
+    if range == (0..images.count) {
+        return model.predict_chunked(images, top_k, chunk);
+    }
+    let offset = range.start;
+    let predictions = model.predict_chunked(&images.slice(range.start, range.end), top_k, chunk)?;
+    Ok(predictions.into_iter().map(|p| Prediction { index: p.index + offset, ..p }).collect())
 }
 
 /// Builds the response body from predictions (the single place that formats results).
@@ -192,16 +210,6 @@ fn check_top_k(k: usize, classes: usize) -> Result<(), InputError> {
         return Err(InputError::BadQuery(format!("top_k={k} is outside 1..={classes}")));
     }
     Ok(())
-}
-
-/// "YYYYMMDD_hhmmss_NNNNN" as the reference server: UTC time plus five random digits.
-pub fn new_task_id(now: DateTime<Utc>) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    // RandomState is seeded from the OS (WASI random in a component), no extra crate needed.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.write_i64(now.timestamp_nanos_opt().unwrap_or_default());
-    format!("{}_{:05}", now.format("%Y%m%d_%H%M%S"), hasher.finish() % 100_000)
 }
 
 /// `GET /models` and `GET /models/{name}` entries: the card plus how it is served.

@@ -5,7 +5,9 @@
 //! files' format exist exactly once.
 //!
 //! Flow: [`Registry::load_dir`] validates every card and builds one tract plan per model;
-//! [`predict_request`] turns request bytes (any accepted format) into the `/predict` JSON;
+//! [`predict_request`] turns request bytes (any accepted format) into the `/predict` JSON, by
+//! [`decode_input`] → [`predict_images`] → [`predict_response`], the steps a job runner takes
+//! slice by slice;
 //! [`InputError::status`] / [`PredictError::body`] give the HTTP error for bad input.
 
 pub mod api;
@@ -16,10 +18,11 @@ pub mod error;
 pub mod export;
 pub mod model;
 pub mod registry;
+pub mod task_id;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use api::{ModelInfo, PredictOptions, PredictResponse, PredictionResult, new_task_id, parse_top_k, predict_request, predict_response};
+pub use api::{ModelInfo, PredictOptions, PredictResponse, PredictionResult, decode_input, parse_top_k, predict_images, predict_request, predict_response};
 pub use card::ModelCard;
 pub use decode::{Images, Limits, decode_upload};
 pub use error::{ErrorBody, InputError, PredictError};

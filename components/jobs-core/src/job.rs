@@ -118,50 +118,13 @@ pub fn timestamp_ms(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// `YYYYMMDD_hhmmss_` (the reference server's timestamp prefix) + [`TASK_ID_RANDOM_CHARS`] random
-/// base-36 characters (36^25 > 2^129): the id is the capability to read a job and its results,
-/// so it must not be guessable. Sorting ids sorts jobs by creation time, which `GET /tasks` paging relies on.
-pub fn new_task_id(now: DateTime<Utc>) -> String {
-    format!("{}_{}", now.format("%Y%m%d_%H%M%S"), random_token(TASK_ID_RANDOM_CHARS))
-}
-
-/// Random base-36 characters after a task id's timestamp prefix (≥ 128 random bits).
-pub const TASK_ID_RANDOM_CHARS: usize = 25;
-
-/// The creation time a task id starts with (whole seconds), if it has the generated shape.
-pub fn created_at_of(id: &str) -> Option<DateTime<Utc>> {
-    let stamp = id.get(..15).filter(|_| is_valid_task_id(id))?;
-    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d_%H%M%S").ok().map(|t| t.and_utc())
-}
+/// Task ids are kana-inference's one scheme (`/predict` hands out the same shape): a timestamp
+/// prefix and 25 random base-36 characters; the id is the capability to read a job.
+pub use kana_inference::task_id::{created_at as created_at_of, is_valid as is_valid_task_id, new as new_task_id};
 
 /// A random owner id for one component instance / run.
 pub fn new_owner_id() -> String {
-    random_token(16)
-}
-
-/// `len` uniformly random base-36 characters: bytes ≥ 252 (= 7 × 36) are rejected, so no modulo bias.
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    const LIMIT: u8 = (256 / ALPHABET.len() * ALPHABET.len()) as u8; // 252
-    let mut token = String::with_capacity(len);
-    let mut bytes = [0u8; 64];
-    while token.len() < len {
-        getrandom::fill(&mut bytes).expect("the platform has a random source");
-        for b in bytes.iter().filter(|b| **b < LIMIT).take(len - token.len()) {
-            token.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
-        }
-    }
-    token
-}
-
-/// Ids come from URLs: only the generated shape is accepted, so no id can address other keys.
-pub fn is_valid_task_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    b.len() == 16 + TASK_ID_RANDOM_CHARS
-        && b[8] == b'_'
-        && b[15] == b'_'
-        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
-        && b[16..].iter().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+    kana_inference::task_id::random_token(16)
 }
 
 /// Key layout. Everything lives under `jobs/` so other components can share the store.
@@ -214,42 +177,6 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn task_ids_have_the_reference_shape_and_are_validated() {
-        let now = DateTime::parse_from_rfc3339("2024-03-20T09:53:03Z").unwrap().to_utc();
-        let id = new_task_id(now);
-        assert!(id.starts_with("20240320_095303_"), "{id}");
-        assert_eq!(id.len(), 41, "{id}");
-        assert!(is_valid_task_id(&id));
-        assert_ne!(id, new_task_id(now));
-        assert_eq!(created_at_of(&id), Some(now));
-        assert_eq!(created_at_of("../../etc"), None);
-        assert!(is_valid_task_id("20240320_095303_0123456789abcdefghijklmno"));
-        for bad in [
-            "",
-            "../../etc",
-            "20240320_095303_abcdefgh",
-            "20240320_095303_0123456789abcdefghijklmn",
-            "20240320_095303_0123456789abcdefghijklmnop",
-            "20240320_095303_0123456789ABCDEFGHIJKLMNO",
-            "20240320_095303_0123456789abcdefghijk/mno",
-            "2024032x_095303_0123456789abcdefghijklmno",
-        ] {
-            assert!(!is_valid_task_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn random_tokens_use_the_whole_alphabet() {
-        let token = random_token(36 * 200);
-        assert_eq!(token.len(), 36 * 200);
-        assert!(token.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
-        for c in "0123456789abcdefghijklmnopqrstuvwxyz".chars() {
-            assert!(token.contains(c), "{c} never drawn");
-        }
-        assert_eq!(random_token(0), "");
-    }
 
     #[test]
     fn meta_keys_are_told_apart_from_sub_keys() {

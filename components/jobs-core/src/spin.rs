@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kana_inference::api::Timing;
-use kana_inference::{InputError, Images, Limits, Model, Prediction, Registry, decode_upload, predict_response};
+use kana_inference::{Images, InputError, Limits, Model, PredictOptions, Registry, decode_input, predict_images, predict_response};
 use serde_json::json;
 use spin_sdk::key_value::{Error, Store};
 
@@ -109,8 +109,12 @@ impl UploadCheck for Registry {
             retry_after: None,
         };
         let served = self.get(model).ok_or_else(|| refuse(InputError::UnknownModel(model.to_owned())))?;
-        let [_, height, width] = served.card.input.shape;
-        decode_upload(content_type, body, height, width, &limits(config)).map(drop).map_err(refuse)
+        let options = PredictOptions { limits: limits(config), ..PredictOptions::default() };
+        decode_input(served, content_type, body, &options).map(drop).map_err(|e| ErrorReply {
+            status: e.status(),
+            body: serde_json::to_value(e.body()).unwrap_or_else(|_| json!({ "error": e.to_string() })),
+            retry_after: None,
+        })
     }
 }
 
@@ -160,8 +164,18 @@ impl Clock for SpinClock {
     }
 }
 
-/// Reads the optional variables of [`config::VARIABLES`]; unset ones keep their defaults.
+/// Reads the optional variables of [`config::VARIABLES`] once per instance (Spin variables do
+/// not change while an application runs); unset ones keep their defaults.
 pub async fn load_config() -> anyhow::Result<Config> {
+    static LOADED: OnceLock<Config> = OnceLock::new();
+    if let Some(config) = LOADED.get() {
+        return Ok(config.clone());
+    }
+    let config = read_config().await?;
+    Ok(LOADED.get_or_init(|| config).clone())
+}
+
+async fn read_config() -> anyhow::Result<Config> {
     let mut values = Vec::new();
     for name in config::VARIABLES {
         if let Ok(value) = spin_sdk::variables::get(name).await {
@@ -190,8 +204,8 @@ pub fn limits(config: &Config) -> Limits {
 /// Images run between two yields to the host (≈0.1–0.3 s of wasm work for a K49-size CNN).
 pub const IMAGES_PER_STEP: usize = 256;
 
-/// Runs stored uploads through the same decoding, model and response formatting as `/predict`;
-/// the job's id becomes the response's task id.
+/// Runs stored uploads through `/predict`'s own steps (`decode_input`, `predict_images`,
+/// `predict_response`), a slice at a time; the job's id becomes the response's task id.
 ///
 /// Slices run in steps of [`IMAGES_PER_STEP`] images with a short sleep before each: the sleep
 /// returns control to the host, so an instance running a long job still answers other requests
@@ -199,6 +213,12 @@ pub const IMAGES_PER_STEP: usize = 256;
 pub struct InferencePredictor<'a> {
     pub registry: &'a Registry,
     pub limits: Limits,
+}
+
+impl InferencePredictor<'_> {
+    fn options(&self) -> PredictOptions {
+        PredictOptions { limits: self.limits, ..PredictOptions::default() }
+    }
 }
 
 /// A decoded upload and the model that runs it.
@@ -214,8 +234,7 @@ impl<'a> Predictor for InferencePredictor<'a> {
         let model = self.registry.get(&job.model).ok_or_else(|| format!("model '{}' is no longer served", job.model))?;
         // Stored as "" when the upload had no Content-Type: decode it exactly as it was validated.
         let content_type = Some(job.content_type.as_str()).filter(|ct| !ct.is_empty());
-        let [_, height, width] = model.card.input.shape;
-        let images = decode_upload(content_type, &input, height, width, &self.limits).map_err(|e| e.to_string())?;
+        let images = decode_input(model, content_type, &input, &self.options()).map_err(|e| e.to_string())?;
         Ok(Decoded { model, images })
     }
 
@@ -225,14 +244,14 @@ impl<'a> Predictor for InferencePredictor<'a> {
 
     async fn predict(&self, job: &Job, decoded: &Decoded<'a>, range: Range<usize>) -> Result<Vec<serde_json::Value>, String> {
         let model = decoded.model;
-        let mut predictions: Vec<Prediction> = Vec::with_capacity(range.len());
+        let options = self.options();
+        let mut predictions = Vec::with_capacity(range.len());
         let mut start = range.start;
         while start < range.end {
             // Yield first, so the spawning request's response goes out before any inference.
             spin_sdk::time::sleep(Duration::from_millis(1)).await;
             let end = (start + IMAGES_PER_STEP).min(range.end);
-            let step = model.predict_chunked(&decoded.images.slice(start, end), 1, model.chunk_size).map_err(|e| e.to_string())?;
-            predictions.extend(step.into_iter().map(|p| Prediction { index: p.index + start, ..p }));
+            predictions.extend(predict_images(model, &decoded.images, start..end, &options).map_err(|e| e.to_string())?);
             start = end;
         }
         // Only the result objects are kept; timings of one slice mean nothing for the job.

@@ -4,7 +4,7 @@
 //! loaded once per instance (the host reuses instances, so the plan stays in this global).
 
 use std::path::Path;
-use std::sync::{Once, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -87,17 +87,21 @@ async fn read_body(req: Request, limit: usize) -> anyhow::Result<Result<Bytes, I
     }
 }
 
-/// Limits and chunk size from the Spin variables; bad values are logged (once) and defaulted.
+/// Limits and chunk size from the Spin variables, read once per instance (they do not change
+/// while an application runs); bad values are logged and defaulted.
 async fn options() -> PredictOptions {
+    static OPTIONS: OnceLock<PredictOptions> = OnceLock::new();
+    if let Some(options) = OPTIONS.get() {
+        return options.clone();
+    }
     let mut values = Vec::new();
     for name in PREDICT_VARIABLES {
         values.push((name, spin_sdk::variables::get(name).await.ok()));
     }
     let (options, problems) =
         PredictOptions::from_variables(|name| values.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.clone()));
-    static LOGGED: Once = Once::new();
-    LOGGED.call_once(|| problems.iter().for_each(|p| kana_inference::log_line(&format!("predict: {p}"))));
-    options
+    problems.iter().for_each(|p| kana_inference::log_line(&format!("predict: {p}")));
+    OPTIONS.get_or_init(|| options).clone()
 }
 
 fn error_json(e: &PredictError) -> (u16, serde_json::Value) {

@@ -84,6 +84,14 @@ impl CronTrigger {
             *slot = None;
             anyhow::bail!("stopped after its time limit of {} s; the instance will be replaced", self.timeout.as_secs());
         };
+        // Like the HTTP pool, an instance whose memory grew past the recycle threshold (a big
+        // batch) is not kept: wasm memory never shrinks, so only dropping it gives RSS back.
+        if store.data().memory.oversized_flag().load(std::sync::atomic::Ordering::Relaxed) {
+            let peak_mib = store.data().memory.peak_bytes() >> 20;
+            *slot = None;
+            crate::limits::release_freed_memory();
+            tracing::info!("cron {}: instance recycled after its memory grew to {peak_mib} MiB", self.env.id);
+        }
         match outcome.and_then(|r| r) {
             Ok(Ok(())) => Ok(()),
             // The guest reported an error; its instance is fine and stays.

@@ -12,9 +12,9 @@
 //! start-up memory.
 //!
 //! Time limits: the HTTP trigger answers 504 at the request deadline and marks the request
-//! abandoned, as it does when the client hangs up. An instance with an abandoned request, or
-//! one still computing `request_timeout` after its latest request started (or after its last
-//! response, for work a guest carries on with after responding), is dropped: that is the only
+//! abandoned, as it does when the client hangs up. An instance with an abandoned request, one
+//! still computing `request_timeout` after its latest request started, or one still working
+//! `background_timeout` after its last response (a job run after its 202), is dropped: that is the only
 //! way to stop a running guest (wasmtime has no per-task cancel yet), so its other in-flight
 //! requests, if any, fail with it. Guests yield at every epoch tick, so this is checked while
 //! they compute.
@@ -61,9 +61,10 @@ pub struct PoolConfig {
     pub max_queued: usize,
     /// Requests one instance serves before it is replaced by a fresh one.
     pub max_requests_per_instance: usize,
-    /// From a request's arrival to its response headers; also the limit for work a guest
-    /// carries on with after its last response.
+    /// From a request's arrival to its response headers.
     pub request_timeout: Duration,
+    /// Work a guest carries on with after its last response (a job run after its 202).
+    pub background_timeout: Duration,
     /// An instance idle this long is dropped, giving its memory back; the next request pays
     /// for a fresh instance (and its model load).
     pub idle_timeout: Duration,
@@ -77,6 +78,7 @@ impl Default for PoolConfig {
             max_queued: 64,
             max_requests_per_instance: 100_000,
             request_timeout: Duration::from_secs(120),
+            background_timeout: Duration::from_secs(120),
             idle_timeout: Duration::from_secs(300),
         }
     }
@@ -183,7 +185,8 @@ impl HandlerState for PoolState {
             view: <HostState as WasiHttpView>::http,
             expiration: Expiry {
                 requests: requests.clone(),
-                limit: self.config.request_timeout + KILL_GRACE,
+                request_limit: self.config.request_timeout + KILL_GRACE,
+                background_limit: self.config.background_timeout,
                 idle_limit: self.config.idle_timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
                 armed_for: None,
@@ -218,7 +221,8 @@ impl Requests {
 /// Decides, from outside the guest's event loop, when an instance must be dropped.
 struct Expiry {
     requests: Arc<Requests>,
-    limit: Duration,
+    request_limit: Duration,
+    background_limit: Duration,
     idle_limit: Duration,
     sleep: Pin<Box<Sleep>>,
     armed_for: Option<Instant>,
@@ -229,7 +233,12 @@ impl WorkerExpiration for Expiry {
         if self.requests.any_abandoned() {
             return Poll::Ready(());
         }
-        let deadline = start + if status == WorkerStatus::Idle { self.idle_limit } else { self.limit };
+        let deadline = start
+            + match status {
+                WorkerStatus::Requests => self.request_limit,
+                WorkerStatus::PostReturn => self.background_limit,
+                WorkerStatus::Idle => self.idle_limit,
+            };
         if self.armed_for != Some(deadline) {
             self.sleep.as_mut().reset(deadline.into());
             self.armed_for = Some(deadline);
