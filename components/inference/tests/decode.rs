@@ -6,7 +6,7 @@ mod support;
 use kana_inference::decode::MAX_PICTURE_SIDE;
 use kana_inference::testing::{fixture, multipart_body};
 use kana_inference::{Images, InputError, Limits, decode_upload};
-use support::{jpeg_with_size, peak_bytes, png_chunk, png_header};
+use support::{jpeg_with_size, npy, peak_bytes, png_chunk, png_header};
 
 fn decode(ct: Option<&str>, body: &[u8]) -> Result<Images, InputError> {
     decode_upload(ct, body, 28, 28, &Limits::default())
@@ -111,19 +111,6 @@ fn limits_bad_json_and_out_of_range_values() {
     assert_eq!(decode(Some("application/json"), &wrong_size).unwrap_err().status(), 422);
 }
 
-/// An .npy file: `header` is the dict numpy writes, padded to 64 bytes, then `data`.
-fn npy(header: &str, data: &[u8]) -> Vec<u8> {
-    let mut dict = header.to_string();
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((dict.len() as u16).to_le_bytes());
-    out.extend(dict.as_bytes());
-    out.extend(data);
-    out
-}
 
 /// A one-member npz (`arr_0.npy`), deflated.
 fn npz_of(member: &[u8]) -> Vec<u8> {

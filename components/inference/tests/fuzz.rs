@@ -119,18 +119,9 @@ fn seeds() -> Vec<Seed> {
     seeds
 }
 
-/// An .npy member: magic, v1 header dict padded as numpy does, data.
+/// An .npy member with this dtype and shape.
 fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
-    let mut dict = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + dict.len() + 1) % 64 != 0 {
-        dict.push(' ');
-    }
-    dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((dict.len() as u16).to_le_bytes());
-    out.extend(dict.as_bytes());
-    out.extend(data);
-    out
+    support::npy(&format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}"), data)
 }
 
 fn npz_of(name: &str, member: &[u8], deflate: bool) -> Vec<u8> {

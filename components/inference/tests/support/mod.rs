@@ -128,3 +128,17 @@ pub fn jpeg_with_size(jpeg: &[u8], width: u16, height: u16) -> Vec<u8> {
     out[at + 7..at + 9].copy_from_slice(&width.to_be_bytes());
     out
 }
+
+/// An .npy file: `header` is the dict numpy writes, padded to 64 bytes as numpy does, then `data`.
+pub fn npy(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut dict = header.to_string();
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((dict.len() as u16).to_le_bytes());
+    out.extend(dict.as_bytes());
+    out.extend(data);
+    out
+}
