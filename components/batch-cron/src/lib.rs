@@ -27,7 +27,7 @@ async fn tick() -> anyhow::Result<()> {
     let owner = kana_jobs::job::new_owner_id();
     let report = setup.jobs().tick(&owner, &setup.predictor()).await?;
     if report.ran + report.paused + report.deferred + report.expired + report.lost_claims > 0 || report.swept {
-        kana_inference::log_line(&format!(
+        kana_jobs::log_line(&format!(
             "batch-cron: ran {} job(s), lost {} claim(s) to other runners, paused {} big job(s), deferred {} to the next tick, deleted {} expired, swept: {} ({} orphan keys deleted)",
             report.ran, report.lost_claims, report.paused, report.deferred, report.expired, report.swept, report.orphans
         ));

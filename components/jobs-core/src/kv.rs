@@ -1,12 +1,8 @@
 //! The key-value operations job storage needs, shaped like `spin:key-value` (no transactions, no
-//! prefix scans), plus a clock. Components adapt spin-sdk's `Store`; tests use [`MemoryKv`] and
-//! [`ManualClock`], which yield at every call so joined futures interleave like racing requests.
+//! prefix scans), plus a clock. Components adapt spin-sdk's `Store`; tests use `MemoryKv` and
+//! `ManualClock` (compiled for tests only), which yield at every call so joined futures
+//! interleave like racing requests.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,89 +34,107 @@ pub trait Clock {
     async fn sleep(&self, duration: Duration);
 }
 
-/// In-memory store for tests. Counts reads so tests can check a tick does not read every job.
-#[derive(Default)]
-pub struct MemoryKv {
-    map: RefCell<BTreeMap<String, Vec<u8>>>,
-    gets: Cell<usize>,
-}
+#[cfg(test)]
+pub use doubles::{ManualClock, MemoryKv};
 
-impl MemoryKv {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn gets(&self) -> usize {
-        self.gets.get()
-    }
-    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.map.borrow().keys().filter(|k| k.starts_with(prefix)).cloned().collect()
-    }
-    pub fn len(&self) -> usize {
-        self.map.borrow().len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.map.borrow().is_empty()
-    }
-}
+/// Test doubles: they never ship in a component.
+#[cfg(test)]
+mod doubles {
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
 
-impl KeyValue for MemoryKv {
-    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        YieldNow(false).await;
-        self.gets.set(self.gets.get() + 1);
-        Ok(self.map.borrow().get(key).cloned())
-    }
-    async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        YieldNow(false).await;
-        self.map.borrow_mut().insert(key.to_owned(), value.to_vec());
-        Ok(())
-    }
-    async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        YieldNow(false).await;
-        self.map.borrow_mut().remove(key);
-        Ok(())
-    }
-    async fn get_keys(&self) -> anyhow::Result<Vec<String>> {
-        YieldNow(false).await;
-        Ok(self.map.borrow().keys().cloned().collect())
-    }
-}
+    use chrono::{DateTime, Utc};
 
-/// A clock tests move by hand. `sleep` only yields a few times: enough for other joined futures
-/// to run their next steps, which is what a settle delay is for.
-pub struct ManualClock(Cell<DateTime<Utc>>);
+    use super::{Clock, KeyValue};
 
-impl ManualClock {
-    pub fn new(start: DateTime<Utc>) -> Self {
-        Self(Cell::new(start))
+    /// In-memory store for tests. Counts reads so tests can check a tick does not read every job.
+    #[derive(Default)]
+    pub struct MemoryKv {
+        map: RefCell<BTreeMap<String, Vec<u8>>>,
+        gets: Cell<usize>,
     }
-    pub fn advance(&self, by: chrono::Duration) {
-        self.0.set(self.0.get() + by);
-    }
-}
 
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0.get()
-    }
-    async fn sleep(&self, _duration: Duration) {
-        for _ in 0..8 {
-            YieldNow(false).await;
+    impl MemoryKv {
+        pub fn new() -> Self {
+            Self::default()
+        }
+        pub fn gets(&self) -> usize {
+            self.gets.get()
+        }
+        pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+            self.map.borrow().keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        }
+        pub fn len(&self) -> usize {
+            self.map.borrow().len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.map.borrow().is_empty()
         }
     }
-}
 
-/// Returns Pending once, so an executor polls the other futures before this one continues.
-struct YieldNow(bool);
+    impl KeyValue for MemoryKv {
+        async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+            YieldNow(false).await;
+            self.gets.set(self.gets.get() + 1);
+            Ok(self.map.borrow().get(key).cloned())
+        }
+        async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+            YieldNow(false).await;
+            self.map.borrow_mut().insert(key.to_owned(), value.to_vec());
+            Ok(())
+        }
+        async fn delete(&self, key: &str) -> anyhow::Result<()> {
+            YieldNow(false).await;
+            self.map.borrow_mut().remove(key);
+            Ok(())
+        }
+        async fn get_keys(&self) -> anyhow::Result<Vec<String>> {
+            YieldNow(false).await;
+            Ok(self.map.borrow().keys().cloned().collect())
+        }
+    }
 
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
+    /// A clock tests move by hand. `sleep` only yields a few times: enough for other joined futures
+    /// to run their next steps, which is what a settle delay is for.
+    pub struct ManualClock(Cell<DateTime<Utc>>);
+
+    impl ManualClock {
+        pub fn new(start: DateTime<Utc>) -> Self {
+            Self(Cell::new(start))
+        }
+        pub fn advance(&self, by: chrono::Duration) {
+            self.0.set(self.0.get() + by);
+        }
+    }
+
+    impl Clock for ManualClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.0.get()
+        }
+        async fn sleep(&self, _duration: Duration) {
+            for _ in 0..8 {
+                YieldNow(false).await;
+            }
+        }
+    }
+
+    /// Returns Pending once, so an executor polls the other futures before this one continues.
+    struct YieldNow(bool);
+
+    impl Future for YieldNow {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                Poll::Ready(())
+            } else {
+                self.0 = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
         }
     }
 }

@@ -30,3 +30,6 @@ pub use config::Config;
 pub use job::{Job, Kind, Status};
 pub use jobs::{Jobs, NewJob, Page, Predictor, Queued, RunOutcome, SubmitError, Trigger};
 pub use tick::TickReport;
+
+/// The components' log line (one write per line), so they need no direct kana-inference dependency.
+pub use kana_inference::log_line;

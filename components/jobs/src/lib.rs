@@ -27,7 +27,7 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
         Err(e) => e.reply(&request),
     };
     if let Some(line) = &reply.log {
-        kana_inference::log_line(line);
+        kana_jobs::log_line(line);
     }
     let mut response = http::Response::builder().status(reply.status).header(header::CONTENT_TYPE, "application/json");
     for (name, value) in &reply.headers {
