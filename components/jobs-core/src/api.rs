@@ -1,20 +1,23 @@
 //! The `jobs` component's HTTP mapping: `POST /async_predict/{model}`,
 //! `POST /schedule/{model}?execute_at=…`, `GET /tasks?status=&limit=&after=`, `GET /tasks/{id}`,
-//! `GET /tasks/{id}/results`: routes, statuses, headers and JSON bodies.
+//! `GET /tasks/{id}/results`, and `POST /jobs/tick` (one batch tick for schedulers outside Spin,
+//! behind a bearer token): routes, statuses, headers and JSON bodies.
 //!
 //! Plain values in ([`Request`]) and out ([`Reply`]), generic over the store and the clock, so
 //! native tests pin every answer; the component copies a reply into its response and, when
 //! [`Reply::run_after`] names an async job, runs it after the response. Uploads are checked by an
-//! [`UploadCheck`] (kana-inference's decoder in the component) before anything is stored.
+//! [`UploadCheck`] (kana-inference's decoder in the component) before anything is stored; the
+//! tick runs jobs with the [`Predictor`] `batch-cron` uses.
 
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::faults::{self, ErrorReply};
 use crate::job::{self, Kind, Status};
-use crate::jobs::{Jobs, NewJob, SubmitError};
+use crate::jobs::{Jobs, NewJob, Predictor, SubmitError};
 use crate::kv::{Clock, KeyValue};
 use crate::schedule::{self, ScheduleError};
+use crate::tick::TickReport;
 
 /// An HTTP request as the routes need it; the body already read.
 #[derive(Clone, Copy, Debug)]
@@ -26,6 +29,8 @@ pub struct Request<'a> {
     /// The query string without `?`.
     pub query: Option<&'a str>,
     pub content_type: Option<&'a str>,
+    /// The `Authorization` header (`POST /jobs/tick` wants `Bearer <jobs_tick_token>`).
+    pub authorization: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -39,7 +44,8 @@ pub struct Reply {
     pub body: Value,
     /// The id of an async job just stored: run it for one turn once the response has gone out.
     pub run_after: Option<String>,
-    /// A line for the host log: a store error's details, which stay out of the answer.
+    /// A line for the host log: a store error's details, which stay out of the answer, or what
+    /// a tick did.
     pub log: Option<String>,
 }
 
@@ -78,9 +84,14 @@ pub trait UploadCheck {
 }
 
 /// Answers one request. Every store error becomes a 503 (507 when the store is full) with
-/// `Retry-After`, its details in [`Reply::log`].
-pub async fn handle<K: KeyValue, C: Clock>(req: &Request<'_>, jobs: &Jobs<'_, K, C>, uploads: &impl UploadCheck) -> Reply {
-    match route(req, jobs, uploads).await {
+/// `Retry-After`, its details in [`Reply::log`]. `predictor` runs jobs only in `POST /jobs/tick`.
+pub async fn handle<K: KeyValue, C: Clock>(
+    req: &Request<'_>,
+    jobs: &Jobs<'_, K, C>,
+    uploads: &impl UploadCheck,
+    predictor: &impl Predictor,
+) -> Reply {
+    match route(req, jobs, uploads, predictor).await {
         Ok(reply) => reply,
         // The routes answer bad input themselves: what escapes is the store failing.
         Err(e) => store_failed(req, &e),
@@ -97,7 +108,12 @@ pub fn bad_config(e: &anyhow::Error) -> Reply {
     Reply::json(500, json!({ "error": format!("bad configuration: {e:#}") }))
 }
 
-async fn route<K: KeyValue, C: Clock>(req: &Request<'_>, jobs: &Jobs<'_, K, C>, uploads: &impl UploadCheck) -> anyhow::Result<Reply> {
+async fn route<K: KeyValue, C: Clock>(
+    req: &Request<'_>,
+    jobs: &Jobs<'_, K, C>,
+    uploads: &impl UploadCheck,
+    predictor: &impl Predictor,
+) -> anyhow::Result<Reply> {
     let query: Vec<(String, String)> = form_urlencoded::parse(req.query.unwrap_or("").as_bytes()).into_owned().collect();
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -142,6 +158,7 @@ async fn route<K: KeyValue, C: Clock>(req: &Request<'_>, jobs: &Jobs<'_, K, C>, 
             },
             None => unknown_task(id),
         },
+        (_, ["jobs", "tick"]) => tick(jobs, predictor, req).await?,
         (_, ["async_predict" | "schedule", _]) => method_not_allowed("POST"),
         (_, ["tasks"] | ["tasks", _] | ["tasks", _, "results"]) => method_not_allowed("GET"),
         _ => Reply::json(404, json!({ "error": format!("no such endpoint: {} {}", req.method, req.path) })),
@@ -181,6 +198,36 @@ async fn submit<K: KeyValue, C: Clock>(
     }
     let reply = Reply { run_after: (kind == Kind::Async).then(|| job.task_id.clone()), ..Reply::json(202, body) };
     Ok(reply.with_header("location", status_url))
+}
+
+/// `POST /jobs/tick`: one [`Jobs::tick`], what `batch-cron` runs every cron period, for
+/// platforms without the cron trigger (SpinKube: a Kubernetes CronJob calls this). Without a
+/// `tick_token` the route does not exist (404); a wrong or missing `Bearer` token is 401, checked
+/// before anything else so that nothing about the route leaks to a caller without it.
+async fn tick<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, predictor: &impl Predictor, req: &Request<'_>) -> anyhow::Result<Reply> {
+    let Some(token) = &jobs.config.tick_token else {
+        return Ok(Reply::json(404, json!({
+            "error": "the tick route is disabled; set the Spin variable jobs_tick_token to enable it (operators only)",
+            "kind": "tick_disabled",
+        })));
+    };
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let bearer = req.authorization.and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    if !bearer.is_some_and(|(_, given)| token.matches(given.trim())) {
+        return Ok(Reply::json(401, json!({ "error": "send Authorization: Bearer <jobs_tick_token>", "kind": "unauthorized" }))
+            .with_header("www-authenticate", "Bearer"));
+    }
+    if req.method != "POST" {
+        return Ok(method_not_allowed("POST"));
+    }
+    // A fresh owner per tick, as in batch-cron: two ticks must not share a claim.
+    let TickReport { ran, paused, deferred, lost_claims, expired, swept, orphans } = jobs.tick(&job::new_owner_id(), predictor).await?;
+    let body = json!({
+        "ran": ran, "paused": paused, "deferred": deferred, "lost_claims": lost_claims,
+        "expired": expired, "swept": swept, "orphans": orphans,
+    });
+    let busy = ran + paused + deferred + expired + lost_claims > 0 || swept;
+    Ok(Reply { log: busy.then(|| format!("jobs: POST /jobs/tick: {body}")), ..Reply::json(200, body) })
 }
 
 async fn list<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, status: Option<&str>, limit: Option<&str>, after: Option<&str>) -> anyhow::Result<Reply> {
@@ -225,6 +272,7 @@ fn method_not_allowed(allowed: &'static str) -> Reply {
 mod tests {
     use super::*;
     use crate::kv::{MemoryKv, StoreFull};
+    use crate::config::Secret;
     use crate::testing::{Echo, FaultyKv, clock, config};
     use crate::{RunOutcome, Trigger};
     use chrono::Duration;
@@ -249,8 +297,14 @@ mod tests {
     /// `target` is the path with an optional `?query`.
     async fn call<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, method: &str, target: &str, body: &[u8]) -> Reply {
         let (path, query) = target.split_once('?').map_or((target, None), |(p, q)| (p, Some(q)));
-        let req = Request { method, path, query, content_type: Some("application/x-npz"), body };
-        handle(&req, jobs, &Models).await
+        let req = Request { method, path, query, content_type: Some("application/x-npz"), authorization: None, body };
+        handle(&req, jobs, &Models, &Echo::default()).await
+    }
+
+    /// `POST /jobs/tick` (or `method`) with `authorization`, running jobs with `echo`.
+    fn tick_call<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, method: &str, authorization: Option<&str>, echo: &Echo<'_>) -> Reply {
+        let req = Request { method, path: "/jobs/tick", query: None, content_type: None, authorization, body: b"" };
+        block_on(handle(&req, jobs, &Models, echo))
     }
 
     fn get<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, target: &str) -> Reply {
@@ -428,6 +482,57 @@ mod tests {
         assert_eq!((reply.status, reply.body["kind"].as_str()), (507, Some("store_full")));
         assert_eq!(reply.header("retry-after"), Some(faults::FULL_RETRY_SECONDS.to_string().as_str()));
         assert!(kv.is_empty(), "nothing stored");
+    }
+
+    #[test]
+    fn the_tick_route_is_disabled_without_a_token() {
+        let (kv, clock, config, echo) = (MemoryKv::new(), clock(), config(), Echo::default());
+        let jobs = Jobs { kv: &kv, clock: &clock, config: &config };
+        for (method, auth) in [("POST", None), ("POST", Some("Bearer ")), ("GET", Some("Bearer anything"))] {
+            let reply = tick_call(&jobs, method, auth, &echo);
+            assert_eq!((reply.status, reply.body["kind"].as_str()), (404, Some("tick_disabled")), "{method} {auth:?}");
+        }
+        assert!(kv.is_empty(), "no tick ran");
+    }
+
+    #[test]
+    fn the_tick_route_refuses_a_wrong_or_missing_token_with_401() {
+        let (kv, clock, echo) = (MemoryKv::new(), clock(), Echo::default());
+        let config = Config { tick_token: Secret::new("s3cret"), ..config() };
+        let jobs = Jobs { kv: &kv, clock: &clock, config: &config };
+        for auth in [None, Some(""), Some("s3cret"), Some("Bearer"), Some("Bearer "), Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("Basic s3cret")] {
+            let reply = tick_call(&jobs, "POST", auth, &echo);
+            assert_eq!((reply.status, reply.body["kind"].as_str()), (401, Some("unauthorized")), "{auth:?}");
+            assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+        }
+        let reply = tick_call(&jobs, "GET", Some("Bearer s3cret"), &echo);
+        assert_eq!((reply.status, reply.header("allow")), (405, Some("POST")));
+        assert!(kv.is_empty(), "no tick ran");
+    }
+
+    #[test]
+    fn the_tick_route_with_the_token_runs_a_due_job_and_reports_the_tick() {
+        let (kv, clock, echo) = (MemoryKv::new(), clock(), Echo::default());
+        let config = Config { tick_token: Secret::new("s3cret"), ..config() };
+        let jobs = Jobs { kv: &kv, clock: &clock, config: &config };
+        let reply = post(&jobs, &format!("/schedule/cnn?execute_at={}", at(&clock, 30)), b"0123456789");
+        let id = reply.body["task_id"].as_str().unwrap().to_owned();
+
+        let early = tick_call(&jobs, "POST", Some("Bearer s3cret"), &echo);
+        assert_eq!((early.status, early.body["ran"].as_u64()), (200, Some(0)), "{}", early.body);
+        assert_eq!(get(&jobs, &format!("/tasks/{id}")).body["status"].as_str(), Some("pending"));
+
+        clock.advance(Duration::seconds(31));
+        let reply = tick_call(&jobs, "POST", Some("bearer  s3cret"), &echo);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body, json!({
+            "ran": 1, "paused": 0, "deferred": 0, "lost_claims": 0, "expired": 0, "swept": false, "orphans": 0,
+        }));
+        assert!(reply.log.as_deref().is_some_and(|l| l.starts_with("jobs: POST /jobs/tick: ")));
+        let task = get(&jobs, &format!("/tasks/{id}"));
+        assert_eq!(task.body["status"].as_str(), Some("done"));
+        assert_eq!(task.body["results"], crate::testing::echoed(b"0123456789"));
+        assert_eq!(echo.calls.get(), 1);
     }
 
     #[test]

@@ -37,6 +37,40 @@ pub struct Config {
     pub max_queued_jobs: usize,
     /// Upload bytes of unfinished jobs one store may hold; more submissions are refused with 429.
     pub max_queued_bytes: usize,
+    /// The bearer token of `POST /jobs/tick` (a tick driven over HTTP where no cron trigger
+    /// runs, e.g. SpinKube); `None` (the variable empty or unset) disables the route.
+    pub tick_token: Option<Secret>,
+}
+
+/// A value that must not reach a log: `Debug` prints `Secret(..)`, and [`Secret::matches`]
+/// compares in time that does not depend on where a guess first differs.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// `None` for an empty value: an empty token would let an empty `Bearer ` header in.
+    pub fn new(value: &str) -> Option<Self> {
+        let value = value.trim();
+        (!value.is_empty()).then(|| Self(value.to_owned()))
+    }
+
+    /// Whether `given` is the secret. Every byte of the secret is looked at whatever `given`
+    /// is, so the time taken tells a guesser nothing about how much of a guess was right
+    /// (only, at most, the secret's length).
+    pub fn matches(&self, given: &str) -> bool {
+        let (expected, given) = (self.0.as_bytes(), given.as_bytes());
+        let mut diff = expected.len() ^ given.len();
+        for (i, &byte) in expected.iter().enumerate() {
+            diff |= usize::from(byte ^ given.get(i).copied().unwrap_or(0));
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 impl Default for Config {
@@ -60,6 +94,7 @@ impl Default for Config {
             tick_budget: Duration::seconds(30),
             max_queued_jobs: 200,
             max_queued_bytes: 256 * 1024 * 1024,
+            tick_token: None,
         }
     }
 }
@@ -78,6 +113,7 @@ pub const VARIABLES: &[&str] = &[
     "tick_budget_seconds",
     "max_queued_jobs",
     "max_queued_bytes",
+    "tick_token",
 ];
 
 impl Config {
@@ -130,6 +166,7 @@ impl Config {
         if let Some(n) = number("max_queued_bytes")? {
             config.max_queued_bytes = n as usize;
         }
+        config.tick_token = lookup("tick_token").as_deref().and_then(Secret::new);
         match lookup("list_tasks").as_deref().map(str::trim) {
             None | Some("") => {}
             Some("true") => config.list_tasks = true,
@@ -173,5 +210,19 @@ mod tests {
         assert!(!with("").unwrap().list_tasks);
         assert!(with("yes").is_err());
         assert!(with("1").is_err());
+    }
+
+    #[test]
+    fn the_tick_token_is_off_unless_set_and_never_printed() {
+        assert!(Config::default().tick_token.is_none());
+        let with = |v: &'static str| Config::from_variables(move |n| (n == "tick_token").then(|| v.to_string())).unwrap();
+        assert!(with("").tick_token.is_none());
+        assert!(with("  ").tick_token.is_none());
+        let token = with("s3cret").tick_token.unwrap();
+        assert!(token.matches("s3cret"));
+        for wrong in ["", "s3cre", "s3cret!", "S3cret", "s3crex"] {
+            assert!(!token.matches(wrong), "{wrong:?}");
+        }
+        assert!(!format!("{:?}", with("s3cret")).contains("s3cret"));
     }
 }

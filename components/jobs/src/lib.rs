@@ -1,7 +1,9 @@
 //! Jobs HTTP component: `POST /async_predict/{model}`, `POST /schedule/{model}?execute_at=…`,
-//! `GET /tasks?status=&limit=&after=`, `GET /tasks/{id}`, `GET /tasks/{id}/results`. Thin: read
-//! the request, answer with `kana_jobs::api` (routes, statuses, bodies, tested natively), and run
-//! a just-stored async job for one turn after the response (`kana_jobs::spin::spawn_run`).
+//! `GET /tasks?status=&limit=&after=`, `GET /tasks/{id}`, `GET /tasks/{id}/results`, and
+//! `POST /jobs/tick` (one batch tick, bearer token `jobs_tick_token`, for platforms without the
+//! cron trigger). Thin: read the request, answer with `kana_jobs::api` (routes, statuses, bodies,
+//! tested natively), and run a just-stored async job for one turn after the response
+//! (`kana_jobs::spin::spawn_run`).
 
 use bytes::Bytes;
 use http::header;
@@ -14,11 +16,12 @@ use spin_sdk::http::{IntoResponse, Request};
 async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let request = api::Request { method: parts.method.as_str(), path: parts.uri.path(), query: parts.uri.query(), content_type, body: &body };
+    let text = |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let (content_type, authorization) = (text(header::CONTENT_TYPE), text(header::AUTHORIZATION));
+    let request = api::Request { method: parts.method.as_str(), path: parts.uri.path(), query: parts.uri.query(), content_type, authorization, body: &body };
     let reply = match Setup::open().await {
         Ok(setup) => {
-            let reply = api::handle(&request, &setup.jobs(), registry()).await;
+            let reply = api::handle(&request, &setup.jobs(), registry(), &setup.predictor()).await;
             if let Some(task_id) = &reply.run_after {
                 spawn_run(task_id.clone(), setup.config);
             }

@@ -457,3 +457,29 @@ fn a_big_async_job_runs_in_turns_once_while_other_due_jobs_get_theirs() {
     assert_eq!(indexes, (0..2000).collect::<Vec<u64>>(), "every image once, in order");
     assert_eq!(h.runs(&big).len(), 1);
 }
+
+#[test]
+fn an_http_tick_runs_due_jobs_where_no_cron_trigger_does() {
+    // As on SpinKube: batch-cron's trigger never fires during the test; POST /jobs/tick does.
+    let never = |text: String| {
+        let trigger = "component = \"batch-cron\"\ncron_expression = \"*/10 * * * * *\"";
+        assert!(text.contains(trigger), "spin.toml's batch-cron trigger changed; update this test");
+        text.replace(trigger, "component = \"batch-cron\"\ncron_expression = \"0 0 0 1 1 *\"")
+    };
+    let h = ModelHost::start("jobs-http-tick", never, &[("SPIN_VARIABLE_JOBS_TICK_TOKEN", "s3cret")]);
+    let at = whole_second_ahead(Duration::from_secs(1));
+    let reply = h.post_fixture(&format!("/schedule/cnn?execute_at={}", query_time(at)), "test_images_10.npz");
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    let id = reply.json()["task_id"].as_str().unwrap().to_owned();
+
+    assert_eq!(h.host.post_with("/jobs/tick", &[], b"").status, 401);
+    assert_eq!(h.host.post_with("/jobs/tick", &[("authorization", "Bearer wrong")], b"").status, 401);
+    let due_in = (at - Utc::now()).to_std().unwrap_or_default();
+    std::thread::sleep(due_in + Duration::from_millis(1200));
+    assert_eq!(h.host.get(&format!("/tasks/{id}")).json()["status"], "pending", "no cron ran it");
+    let tick = h.host.post_with("/jobs/tick", &[("authorization", "Bearer s3cret")], b"");
+    assert_eq!(tick.status, 200, "{}", tick.body);
+    assert_eq!(tick.json()["ran"], 1, "{}", tick.body);
+    let task = h.host.get(&format!("/tasks/{id}")).json();
+    assert_eq!((task["status"].as_str(), task["results"].as_array().map(Vec::len)), (Some("done"), Some(10)), "{task}");
+}

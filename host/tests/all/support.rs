@@ -190,6 +190,15 @@ impl TestHost {
         self.finish(request.send(body))
     }
 
+    /// POST with extra headers (e.g. `Authorization`).
+    pub fn post_with(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut request = self.agent.post(self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.finish(request.send(body))
+    }
+
     pub fn put(&self, path: &str, body: &[u8]) -> Reply {
         self.finish(self.agent.put(self.url(path)).send(body))
     }
