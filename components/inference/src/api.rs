@@ -59,19 +59,13 @@ pub struct Timing {
 }
 
 /// What a request asks beyond its body.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct PredictOptions {
     pub top_k: Option<usize>,
     pub limits: Limits,
     pub task_id: Option<String>,
     /// Images per tract run; None → the model's default.
     pub chunk_size: Option<usize>,
-}
-
-impl Default for PredictOptions {
-    fn default() -> Self {
-        PredictOptions { top_k: None, limits: Limits::default(), task_id: None, chunk_size: None }
-    }
 }
 
 /// The Spin variables `/predict` reads (spin.toml `[component.predict.variables]`).

@@ -63,6 +63,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// One image's class probabilities and the start time of the chunk it ran in.
+pub type ImageProbabilities = (Vec<f32>, chrono::DateTime<chrono::Utc>);
+
 impl Model {
     /// Validates `card` against the files in `dir` and builds the plan from the ONNX file. Every
     /// check that could fail at request time for a bad card is done here instead.
@@ -114,7 +117,7 @@ impl Model {
 
     /// Softmax probabilities (or the model's own, for `OutputKind::Probabilities`), one row per
     /// image, with the start time of the chunk each image ran in.
-    pub fn probabilities(&self, images: &Images) -> Result<Vec<(Vec<f32>, chrono::DateTime<chrono::Utc>)>, PredictError> {
+    pub fn probabilities(&self, images: &Images) -> Result<Vec<ImageProbabilities>, PredictError> {
         self.probabilities_chunked(images, self.chunk_size)
     }
 
@@ -123,7 +126,7 @@ impl Model {
         &self,
         images: &Images,
         chunk: usize,
-    ) -> Result<Vec<(Vec<f32>, chrono::DateTime<chrono::Utc>)>, PredictError> {
+    ) -> Result<Vec<ImageProbabilities>, PredictError> {
         let [_, h, w] = self.card.input.shape;
         if images.height != h || images.width != w {
             return Err(InputError::WrongShape {

@@ -62,7 +62,7 @@ impl Spec {
         let documented = |op: &Value| op["responses"].get(&status).is_some();
         let op = match item.get(method.to_ascii_lowercase()) {
             Some(op) => op,
-            None => item.as_object().unwrap().values().find(|op| documented(*op)).unwrap_or_else(|| {
+            None => item.as_object().unwrap().values().find(|op| documented(op)).unwrap_or_else(|| {
                 panic!("{method} {template}: the method is not documented, nor status {status} for another")
             }),
         };
