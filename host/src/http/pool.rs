@@ -294,7 +294,10 @@ impl WorkerState for Worker {
             Ok(()) if self.oversized.load(Ordering::Relaxed) => {
                 tracing::info!(component = %self.component, "instance recycled after its memory grew to {peak_mib} MiB")
             }
-            Ok(()) => tracing::debug!(component = %self.component, "instance retired or idle ({peak_mib} MiB)"),
+            Ok(()) => {
+                crate::limits::release_idle_code();
+                tracing::debug!(component = %self.component, "instance retired or idle ({peak_mib} MiB)")
+            }
             Err(e) if SHUTTING_DOWN.load(Ordering::Relaxed) => {
                 tracing::debug!(component = %self.component, "instance stopped at shutdown: {e}")
             }
