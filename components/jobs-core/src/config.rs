@@ -133,39 +133,29 @@ impl Config {
                     .ok_or_else(|| anyhow::anyhow!("variable {name} must be a positive integer, got {v:?}")),
             }
         };
-        if let Some(n) = number("max_input_bytes")? {
-            config.max_input_bytes = n as usize;
-        }
-        if let Some(n) = number("max_batch_images")? {
-            config.max_images = n as usize;
-        }
-        if let Some(n) = number("max_schedule_horizon_seconds")? {
-            config.max_horizon = Duration::seconds(n);
-        }
-        if let Some(n) = number("retention_seconds")? {
-            config.retention = Duration::seconds(n);
-        }
-        if let Some(n) = number("lease_seconds")? {
-            config.lease = Duration::seconds(n);
-        }
-        if let Some(n) = number("sweep_interval_seconds")? {
-            config.sweep_interval = Duration::seconds(n);
-        }
-        if let Some(n) = number("slice_images")? {
-            config.slice_images = n as usize;
-        }
-        if let Some(n) = number("run_budget_seconds")? {
-            config.run_budget = Duration::seconds(n);
-        }
-        if let Some(n) = number("tick_budget_seconds")? {
-            config.tick_budget = Duration::seconds(n);
-        }
-        if let Some(n) = number("max_queued_jobs")? {
-            config.max_queued_jobs = n as usize;
-        }
-        if let Some(n) = number("max_queued_bytes")? {
-            config.max_queued_bytes = n as usize;
-        }
+        let count = |name: &str, field: &mut usize| -> anyhow::Result<()> {
+            if let Some(n) = number(name)? {
+                *field = n as usize;
+            }
+            Ok(())
+        };
+        let seconds = |name: &str, field: &mut Duration| -> anyhow::Result<()> {
+            if let Some(n) = number(name)? {
+                *field = Duration::seconds(n);
+            }
+            Ok(())
+        };
+        count("max_input_bytes", &mut config.max_input_bytes)?;
+        count("max_batch_images", &mut config.max_images)?;
+        count("slice_images", &mut config.slice_images)?;
+        count("max_queued_jobs", &mut config.max_queued_jobs)?;
+        count("max_queued_bytes", &mut config.max_queued_bytes)?;
+        seconds("max_schedule_horizon_seconds", &mut config.max_horizon)?;
+        seconds("retention_seconds", &mut config.retention)?;
+        seconds("lease_seconds", &mut config.lease)?;
+        seconds("sweep_interval_seconds", &mut config.sweep_interval)?;
+        seconds("run_budget_seconds", &mut config.run_budget)?;
+        seconds("tick_budget_seconds", &mut config.tick_budget)?;
         config.tick_token = lookup("tick_token").as_deref().and_then(Secret::new);
         match lookup("list_tasks").as_deref().map(str::trim) {
             None | Some("") => {}
