@@ -67,6 +67,8 @@ pub fn open(backends: wgpu::Backends, adapter: Option<&str>) -> Result<Gpu> {
     let limits = adapter.limits();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("kana-trainer"),
+        // Timestamps let `kernels::profile` time dispatches on the device itself.
+        required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
         required_limits: limits,
         ..Default::default()
     }))

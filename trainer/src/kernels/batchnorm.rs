@@ -131,17 +131,18 @@ pub fn cpu_backward(dy: ArrayView4<f32>, gamma: ArrayView1<f32>, cache: &BnCache
     (dx, dgamma, dbeta)
 }
 
-use super::{Arg, Dispatch, Kernel, Slot, f, groups_1d};
+use super::{Arg, Dispatch, Slot, Specialized, f, groups_1d};
 use crate::gpu::Gpu;
 
 const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Storage, Slot::Storage, Slot::Storage, Slot::Storage, Slot::Storage, Slot::Storage, Slot::Storage];
 
+/// The batch-norm entry points, compiled per layer shape (batchnorm.wgsl's overrides).
 pub struct BnKernel {
-    stats: Kernel,
-    normalize: Kernel,
-    eval: Kernel,
-    backward_reduce: Kernel,
-    backward_dx: Kernel,
+    stats: Specialized,
+    normalize: Specialized,
+    eval: Specialized,
+    backward_reduce: Specialized,
+    backward_dx: Specialized,
 }
 
 /// The buffers of one batch-norm layer (see batchnorm.wgsl for the paired layouts).
@@ -163,15 +164,17 @@ pub struct BnArgs<'a> {
 }
 
 impl BnKernel {
-    pub fn new(gpu: &Gpu) -> Self {
+    pub fn new(_gpu: &Gpu) -> Self {
         let src = include_str!("batchnorm.wgsl");
-        let k = |entry| Kernel::new(gpu, entry, src, entry, SLOTS);
+        let k = |entry| Specialized::new(entry, src, entry, SLOTS);
         Self { stats: k("stats"), normalize: k("normalize"), eval: k("eval"), backward_reduce: k("backward_reduce"), backward_dx: k("backward_dx") }
     }
 
-    fn bind(&self, gpu: &Gpu, kernel: &Kernel, a: &BnArgs, [n, c, hw]: [usize; 3], eps: f32, momentum: f32, groups: [u32; 3]) -> Dispatch {
+    #[allow(clippy::too_many_arguments)]
+    fn bind(&self, gpu: &Gpu, kernel: &Specialized, a: &BnArgs, [n, c, hw]: [usize; 3], eps: f32, momentum: f32, groups: [u32; 3]) -> Dispatch {
         let params = gpu.uniform("bn", &[(n * c * hw) as u32, c as u32, hw as u32, n as u32, f(eps), f(momentum)]);
-        kernel.bind(gpu, &[(&params).into(), a.x, a.y, a.xhat, a.affine, a.saved, a.running, a.daffine], groups)
+        let shape = [("BATCH", n as f64), ("C", c as f64), ("HW", hw as f64)];
+        kernel.bind(gpu, &shape, &[(&params).into(), a.x, a.y, a.xhat, a.affine, a.saved, a.running, a.daffine], groups)
     }
 
     /// Batch statistics (and running-stat update), then normalisation. `shape` = [N, C, H·W].

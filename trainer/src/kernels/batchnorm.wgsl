@@ -3,7 +3,12 @@
 // batch statistics), running = [mean | var], daffine = [dγ | dβ].
 // Training: stats (one workgroup per channel) → normalize. Backward: backward_reduce (one
 // workgroup per channel) → backward_dx. Eval: eval.
+// The shape is override constants (one pipeline per layer shape), so the index divisions are by
+// constants: a division by a runtime value is a scalar loop over the lanes on CPU drivers.
 override WG: u32 = 256u;
+override BATCH: u32;
+override C: u32;
+override HW: u32;
 
 struct Params { n: u32, c: u32, hw: u32, batch: u32, eps: f32, momentum: f32 }
 
@@ -22,7 +27,7 @@ var<workgroup> part_a: array<f32, WG>;
 var<workgroup> part_b: array<f32, WG>;
 
 fn at(c: u32, t: u32) -> u32 {
-    return ((t / p.hw) * p.c + c) * p.hw + t % p.hw;
+    return ((t / HW) * C + c) * HW + t % HW;
 }
 
 fn reduce_two(l: u32) {
@@ -39,7 +44,7 @@ fn reduce_two(l: u32) {
 @compute @workgroup_size(WG)
 fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     let c = wg.x;
-    let m = p.batch * p.hw;
+    let m = BATCH * HW;
     var acc = 0.0;
     for (var t = l.x; t < m; t = t + WG) {
         acc = acc + x[at(c, t)];
@@ -60,31 +65,31 @@ fn stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: 
     if (l.x == 0u) {
         let var_b = part_b[0] / f32(m);
         saved[c] = mean;
-        saved[p.c + c] = 1.0 / sqrt(var_b + p.eps);
+        saved[C + c] = 1.0 / sqrt(var_b + p.eps);
         let unbiased = select(1.0, f32(m) / f32(m - 1u), m > 1u);
         running[c] = (1.0 - p.momentum) * running[c] + p.momentum * mean;
-        running[p.c + c] = (1.0 - p.momentum) * running[p.c + c] + p.momentum * var_b * unbiased;
+        running[C + c] = (1.0 - p.momentum) * running[C + c] + p.momentum * var_b * unbiased;
     }
 }
 
 @compute @workgroup_size(WG)
 fn normalize(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * 65535u * WG;
-    if (i < p.n) {
-        let c = (i / p.hw) % p.c;
-        let xh = (x[i] - saved[c]) * saved[p.c + c];
+    if (i < BATCH * C * HW) {
+        let c = (i / HW) % C;
+        let xh = (x[i] - saved[c]) * saved[C + c];
         xhat[i] = xh;
-        y[i] = xh * affine[c] + affine[p.c + c];
+        y[i] = xh * affine[c] + affine[C + c];
     }
 }
 
 @compute @workgroup_size(WG)
 fn eval(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * 65535u * WG;
-    if (i < p.n) {
-        let c = (i / p.hw) % p.c;
-        let scale = affine[c] / sqrt(running[p.c + c] + p.eps);
-        let shift = affine[p.c + c] - running[c] * scale;
+    if (i < BATCH * C * HW) {
+        let c = (i / HW) % C;
+        let scale = affine[c] / sqrt(running[C + c] + p.eps);
+        let shift = affine[C + c] - running[c] * scale;
         y[i] = x[i] * scale + shift;
     }
 }
@@ -92,7 +97,7 @@ fn eval(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(WG)
 fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
     let c = wg.x;
-    let m = p.batch * p.hw;
+    let m = BATCH * HW;
     var sum_dy = 0.0;
     var sum_dy_xhat = 0.0;
     for (var t = l.x; t < m; t = t + WG) {
@@ -105,17 +110,17 @@ fn backward_reduce(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     reduce_two(l.x);
     if (l.x == 0u) {
         daffine[c] = part_a[0];
-        daffine[p.c + c] = part_b[0];
+        daffine[C + c] = part_b[0];
     }
 }
 
 @compute @workgroup_size(WG)
 fn backward_dx(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * 65535u * WG;
-    if (i < p.n) {
-        let c = (i / p.hw) % p.c;
-        let m = f32(p.batch * p.hw);
-        let k = affine[c] * saved[p.c + c] / m;
-        y[i] = (x[i] * m - daffine[p.c + c] - xhat[i] * daffine[c]) * k;
+    if (i < BATCH * C * HW) {
+        let c = (i / HW) % C;
+        let m = f32(BATCH * HW);
+        let k = affine[c] * saved[C + c] / m;
+        y[i] = (x[i] * m - daffine[C + c] - xhat[i] * daffine[c]) * k;
     }
 }

@@ -1,6 +1,6 @@
-//! Per-channel bias of conv and linear layers: add (in place) and its gradient (a per-channel
-//! sum over batch and space). The CPU twins live in `conv2d::cpu_*` / the linear layer; this file
-//! checks the GPU against plain sums.
+//! Per-channel bias of linear layers (convolutions fuse theirs into conv2d.wgsl): add (in place)
+//! and its gradient (a per-channel sum over batch and space). The CPU twins live in
+//! `conv2d::cpu_*` / the linear layer; this file checks the GPU against plain sums.
 
 use super::{Arg, Dispatch, Kernel, Slot, groups_1d};
 use crate::gpu::Gpu;

@@ -1,8 +1,9 @@
-//! 2-D convolution (NCHW, square kernel, zero padding) as im2col + matmul.
-//! Forward: y[n] = W[Cout, C·k·k] · cols[n] + b. Backward-weights: dW = Σn dY[n] · cols[n]ᵀ.
-//! Backward-data: dcols[n] = Wᵀ · dY[n], then col2im (a gather, so no atomics on the GPU); the
-//! CPU twin runs stride-1 backward-data as a convolution with the flipped kernel instead.
-//! `conv2d.wgsl` holds im2col / col2im; the products run on `matmul.wgsl`.
+//! 2-D convolution (NCHW, square kernel, zero padding).
+//! GPU (`conv2d.wgsl`): implicit GEMM — forward y = W·cols + b, backward-weights dW = dY·colsᵀ
+//! (db with it), backward-data as a gather of dY through the flipped kernel — with the im2col
+//! matrix `cols` gathered tile by tile into workgroup memory, never stored.
+//! CPU twin: im2col + matrixmultiply GEMMs over chunks of the batch; stride-1 backward-data as a
+//! convolution with the flipped kernel, strided backward-data as Wᵀ·dY then col2im.
 
 use ndarray::{Array1, Array2, Array4, ArrayView1, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3, Axis, Zip, s};
 use rayon::prelude::*;
@@ -225,11 +226,17 @@ pub fn naive_forward(x: ArrayView4<f32>, w: ArrayView4<f32>, b: ArrayView1<f32>,
 }
 
 
-use super::matmul::{Batching, Layout};
-use super::{Arg, Dispatch, Kernel, Kernels, Slot, groups_1d};
+use super::{Arg, Dispatch, Kernels, Slot, Specialized};
 use crate::gpu::Gpu;
 
-const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Storage, Slot::Storage];
+const SLOTS: &[Slot] = &[Slot::Storage; 6];
+/// Output tile of one workgroup (BM rows × 4·LANES columns in conv2d.wgsl) and its depth step (BK).
+const BM: usize = 32;
+const BK: usize = 16;
+/// Backward weights: enough workgroups (tiles × splits) to fill a large GPU, but splits at least
+/// this deep, so the partial sums stay small next to the reduction.
+const TARGET_WORKGROUPS: usize = 256;
+const MIN_SPLIT: usize = 1024;
 
 /// Shapes of one convolution over a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,57 +258,98 @@ impl ConvShape {
     pub fn ow(&self) -> usize {
         out_size(self.w, self.k, self.stride, self.pad)
     }
-    /// Floats in the im2col buffer.
-    pub fn cols_len(&self) -> usize {
-        self.n * self.c * self.k * self.k * self.oh() * self.ow()
-    }
     pub fn out_len(&self) -> usize {
         self.n * self.o * self.oh() * self.ow()
     }
-    fn params(&self, gpu: &Gpu, total: usize) -> wgpu::Buffer {
-        let s = self;
-        let words = [total, s.c, s.h, s.w, s.k, s.stride, s.pad, s.oh(), s.ow()].map(|v| v as u32);
-        gpu.uniform("conv2d", &words)
+
+    /// Backward weights: (depth of one split, number of splits) of the N·OH·OW reduction.
+    fn splits(&self) -> (usize, usize) {
+        let depth = self.n * self.oh() * self.ow();
+        let tiles = self.o.div_ceil(BM) * (self.c * self.k * self.k + 1).div_ceil(4 * self.weight_lanes());
+        let split = depth.div_ceil((TARGET_WORKGROUPS / tiles).max(1)).max(MIN_SPLIT).next_multiple_of(BK);
+        (split, depth.div_ceil(split))
+    }
+
+    /// Backward weights has only C·K·K + 1 columns (10 for a 3×3 conv of one channel), so its
+    /// workgroups are narrowed to the lane count (8..64) that pads them least.
+    fn weight_lanes(&self) -> usize {
+        let cols = self.c * self.k * self.k + 1;
+        [64, 32, 16, 8].into_iter().min_by_key(|&lanes| cols.next_multiple_of(4 * lanes)).expect("lane counts")
+    }
+
+    fn lanes(&self, mode: u32) -> usize {
+        if mode == 2 { self.weight_lanes() } else { 64 }
+    }
+
+    /// conv2d.wgsl's override constants for `mode` (0 forward, 1 backward data, 2 backward weights).
+    fn constants(&self, mode: u32) -> Vec<(&'static str, f64)> {
+        let (split, splits) = self.splits();
+        let v = |x: usize| x as f64;
+        vec![
+            ("MODE", mode as f64),
+            ("N", v(self.n)),
+            ("C", v(self.c)),
+            ("H", v(self.h)),
+            ("W", v(self.w)),
+            ("O", v(self.o)),
+            ("K", v(self.k)),
+            ("S", v(self.stride)),
+            ("PAD", v(self.pad)),
+            ("OH", v(self.oh())),
+            ("OW", v(self.ow())),
+            ("SPLIT", v(split)),
+            ("SPLITS", v(splits)),
+            ("LANES", v(self.lanes(mode))),
+        ]
     }
 }
 
+/// Workgroups for a grid of BM × 4·lanes output tiles (`cols` × `rows`, `depth` splits).
+fn tiles(cols: usize, rows: usize, depth: usize, lanes: usize) -> [u32; 3] {
+    [cols.div_ceil(4 * lanes), rows.div_ceil(BM), depth].map(|g| u32::try_from(g).ok().filter(|&g| g <= 65535).expect("conv grid exceeds 65535 workgroups per dimension"))
+}
+
+/// The implicit-GEMM pipelines (conv2d.wgsl), specialised per layer shape.
 pub struct ConvKernel {
-    im2col: Kernel,
-    col2im: Kernel,
+    forward: Specialized,
+    backward_data: Specialized,
+    backward_weights: Specialized,
+    reduce: Specialized,
 }
 
 impl ConvKernel {
-    pub fn new(gpu: &Gpu) -> Self {
+    pub fn new(_gpu: &Gpu) -> Self {
         let src = include_str!("conv2d.wgsl");
-        Self { im2col: Kernel::new(gpu, "im2col", src, "im2col", SLOTS), col2im: Kernel::new(gpu, "col2im", src, "col2im", SLOTS) }
+        Self {
+            forward: Specialized::new("conv_fwd", src, "main", SLOTS),
+            backward_data: Specialized::new("conv_bwd_data", src, "main", SLOTS),
+            backward_weights: Specialized::new("conv_bwd_weights", src, "main", SLOTS),
+            reduce: Specialized::new("conv_bwd_weights_sum", src, "reduce_splits", SLOTS),
+        }
     }
 }
 
-/// Forward: im2col, W·cols per image, + bias. `cols` is scratch of `s.cols_len()` floats
-/// (kept for the weight gradient).
-#[allow(clippy::too_many_arguments)]
-pub fn forward(k: &Kernels, gpu: &Gpu, s: &ConvShape, x: Arg, w: Arg, b: Arg, cols: Arg, y: Arg) -> Vec<Dispatch> {
-    let (ckk, ohw) = (s.c * s.k * s.k, s.oh() * s.ow());
-    let params = s.params(gpu, s.cols_len());
-    vec![
-        k.conv.im2col.bind(gpu, &[(&params).into(), x, cols], groups_1d(s.cols_len())),
-        k.matmul.matmul(gpu, (w, Layout::row_major(ckk, 0)), (cols, Layout::row_major(ohw, ckk * ohw)), (y, s.o * ohw), [s.o, ckk, ohw], Batching::Each(s.n), false),
-        k.bias.add(gpu, y, b, [s.n, s.o, ohw]),
-    ]
+/// Forward: y = W ⊛ x + b in one dispatch (no im2col buffer).
+pub fn forward(k: &Kernels, gpu: &Gpu, s: &ConvShape, x: Arg, w: Arg, b: Arg, y: Arg) -> Vec<Dispatch> {
+    // Bindings: w, x, dy, bias, out, dw (dy and dw unused here: bound to y).
+    vec![k.conv.forward.bind(gpu, &s.constants(0), &[w, x, y, b, y, y], tiles(s.n * s.oh() * s.ow(), s.o, 1, s.lanes(0)))]
 }
 
-/// Backward: dW = Σn dY[n]·cols[n]ᵀ, db, and (when `dx` is given) dcols = Wᵀ·dY then col2im.
+/// Backward: dW and db (split reduction, then the sum of the splits), and dx when asked for.
 #[allow(clippy::too_many_arguments)]
-pub fn backward(k: &Kernels, gpu: &Gpu, s: &ConvShape, cols: Arg, w: Arg, dy: Arg, dw: Arg, db: Arg, dx: Option<(Arg, Arg)>) -> Vec<Dispatch> {
-    let (ckk, ohw) = (s.c * s.k * s.k, s.oh() * s.ow());
+pub fn backward(k: &Kernels, gpu: &Gpu, s: &ConvShape, x: Arg, w: Arg, dy: Arg, dw: Arg, db: Arg, dx: Option<Arg>) -> Vec<Dispatch> {
+    let ckk1 = s.c * s.k * s.k + 1;
+    let (_, splits) = s.splits();
+    // The bind groups keep this scratch alive.
+    let partial = gpu.zeros("conv_partial", (splits * s.o * ckk1 * 4) as u64);
+    let args = [dw, x, dy, db, (&partial).into(), dw];
+    let constants = s.constants(2);
     let mut out = vec![
-        k.matmul.matmul(gpu, (dy, Layout::row_major(ohw, s.o * ohw)), (cols, Layout::transposed(ohw, ckk * ohw)), (dw, 0), [s.o, ohw, ckk], Batching::Sum(s.n), false),
-        k.bias.backward(gpu, dy, db, [s.n, s.o, ohw]),
+        k.conv.backward_weights.bind(gpu, &constants, &args, tiles(ckk1, s.o, splits, s.lanes(2))),
+        k.conv.reduce.bind(gpu, &constants, &args, [(s.o * ckk1).div_ceil(64) as u32, 1, 1]),
     ];
-    if let Some((dcols, dx)) = dx {
-        out.push(k.matmul.matmul(gpu, (w, Layout::transposed(ckk, 0)), (dy, Layout::row_major(ohw, s.o * ohw)), (dcols, ckk * ohw), [ckk, s.o, ohw], Batching::Each(s.n), false));
-        let params = s.params(gpu, s.n * s.c * s.h * s.w);
-        out.push(k.conv.col2im.bind(gpu, &[(&params).into(), dx, dcols], groups_1d(s.n * s.c * s.h * s.w)));
+    if let Some(dx) = dx {
+        out.push(k.conv.backward_data.bind(gpu, &s.constants(1), &[w, dx, dy, dx, dx, dx], tiles(s.n * s.h * s.w, s.c, 1, s.lanes(1))));
     }
     out
 }
@@ -361,8 +409,14 @@ mod tests {
     fn gpu_forward_and_backward_match_cpu() {
         let Some(gpu) = test_gpu() else { return };
         let kernels = Kernels::new(&gpu);
+        // Odd sizes, several 32×256 tiles each way (forward o = 70 and n·oh·ow = 1,287, backward-data
+        // c = 67), several backward-weights splits (n·oh·ow = 1,287 > 1,024; c·k·k + 1 = 604 > 256
+        // columns with the bias column in a partial tile) and stride 2 with both kernel sizes.
         for s in [
-            ConvShape { n: 3, c: 5, h: 13, w: 11, o: 19, k: 3, stride: 1, pad: 1 },
+            ConvShape { n: 9, c: 5, h: 13, w: 11, o: 19, k: 3, stride: 1, pad: 1 },
+            ConvShape { n: 2, c: 3, h: 9, w: 7, o: 70, k: 3, stride: 1, pad: 1 },
+            ConvShape { n: 2, c: 67, h: 5, w: 6, o: 9, k: 3, stride: 1, pad: 1 },
+            ConvShape { n: 2, c: 67, h: 5, w: 6, o: 33, k: 3, stride: 1, pad: 1 },
             ConvShape { n: 2, c: 6, h: 12, w: 9, o: 17, k: 3, stride: 2, pad: 1 },
             ConvShape { n: 2, c: 6, h: 12, w: 9, o: 7, k: 1, stride: 2, pad: 0 },
         ] {
@@ -373,11 +427,10 @@ mod tests {
 
             let up = |name, a: &[f32]| gpu.upload(name, a);
             let (gx, gw, gb, gdy) = (up("x", x.as_slice().unwrap()), up("w", w.as_slice().unwrap()), up("b", b.as_slice().unwrap()), up("dy", dy.as_slice().unwrap()));
-            let cols_bytes = (s.cols_len() * 4) as u64;
-            let (gcols, gdcols, gy) = (gpu.zeros("cols", cols_bytes), gpu.zeros("dcols", cols_bytes), gpu.zeros("y", (y.len() * 4) as u64));
+            let gy = gpu.zeros("y", (y.len() * 4) as u64);
             let (gdw, gdb, gdx) = (gpu.zeros("dw", (w.len() * 4) as u64), gpu.zeros("db", (s.o * 4) as u64), gpu.zeros("dx", (x.len() * 4) as u64));
-            let mut ds = forward(&kernels, &gpu, &s, (&gx).into(), (&gw).into(), (&gb).into(), (&gcols).into(), (&gy).into());
-            ds.extend(backward(&kernels, &gpu, &s, (&gcols).into(), (&gw).into(), (&gdy).into(), (&gdw).into(), (&gdb).into(), Some(((&gdcols).into(), (&gdx).into()))));
+            let mut ds = forward(&kernels, &gpu, &s, (&gx).into(), (&gw).into(), (&gb).into(), (&gy).into());
+            ds.extend(backward(&kernels, &gpu, &s, (&gx).into(), (&gw).into(), (&gdy).into(), (&gdw).into(), (&gdb).into(), Some((&gdx).into())));
             run(&gpu, &ds.iter().collect::<Vec<_>>());
             assert_gpu_matches_cpu("conv_fwd", &gpu.read_f32(&gy), y.as_slice().unwrap(), REDUCTION);
             assert_gpu_matches_cpu("conv_dw", &gpu.read_f32(&gdw), g.dw.as_slice().unwrap(), REDUCTION);

@@ -32,6 +32,7 @@ impl DropoutKernel {
     }
 
     /// out = a · mask; the seed is `seeds[slot]` (a u32 buffer the host rewrites every step).
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(&self, gpu: &Gpu, a: Arg, out: Arg, seeds: Arg, slot: usize, n: usize, p: f32) -> Dispatch {
         let params = gpu.uniform("dropout", &[n as u32, f(p), slot as u32]);
         self.apply.bind(gpu, &[(&params).into(), a, out, seeds], groups_1d(n))

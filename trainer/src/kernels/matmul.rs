@@ -1,12 +1,12 @@
-//! Batched, strided matrix product C = A·B on 16×16 workgroup-memory tiles: the workhorse of
-//! conv2d (with im2col) and linear layers, forward and backward. Strides express transposes, so
+//! Batched, strided matrix product C = A·B on 64×64 register-tiled workgroup-memory tiles: the
+//! linear layers, forward and backward (convolutions have their own implicit GEMM, conv2d.wgsl). Strides express transposes, so
 //! no transpose kernel is needed. CPU twin: ndarray's matrixmultiply-backed `dot`.
 
 use super::{Arg, Dispatch, Kernel, Slot};
 use crate::gpu::Gpu;
 
 const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Storage, Slot::Storage, Slot::Storage];
-const TILE: usize = 16;
+const TILE: usize = 64;
 
 /// Where a matrix operand lives: element (row, col) of batch b is at
 /// `offset + b·batch_stride + row·row_stride + col·col_stride` (in f32 elements).
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn batched_transposed_and_summed_products_match_cpu() {
         let Some(gpu) = test_gpu() else { return };
-        let (bt, m, k, n) = (3, 37, 53, 45); // not multiples of the 16×16 tile, several tiles each way
+        let (bt, m, k, n) = (3, 77, 53, 131); // not multiples of the 64×64 tile or its depth 16, several tiles each way
         let a = Array3::from_shape_vec((bt, m, k), random(bt * m * k, 31)).unwrap();
         let b = Array3::from_shape_vec((bt, k, n), random(bt * k * n, 32)).unwrap();
         let bt_ = Array3::from_shape_vec((bt, n, k), random(bt * n * k, 33)).unwrap(); // stored as Bᵀ

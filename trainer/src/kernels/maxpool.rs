@@ -55,39 +55,42 @@ pub fn cpu_backward(dy: ArrayView4<f32>, arg: ArrayView4<u32>, input_hw: [usize;
     dx
 }
 
-use super::{Arg, Dispatch, Kernel, Slot, groups_1d};
+use super::{Arg, Dispatch, Slot, Specialized, groups_1d};
 use crate::gpu::Gpu;
 
 const SLOTS: &[Slot] = &[Slot::Uniform, Slot::Storage, Slot::Storage, Slot::Storage];
 
+/// Forward and backward, compiled per plane shape (maxpool.wgsl's overrides).
 pub struct MaxPoolKernel {
-    forward: Kernel,
-    backward: Kernel,
+    forward: Specialized,
+    backward: Specialized,
 }
 
 impl MaxPoolKernel {
-    pub fn new(gpu: &Gpu) -> Self {
+    pub fn new(_gpu: &Gpu) -> Self {
         let src = include_str!("maxpool.wgsl");
-        Self { forward: Kernel::new(gpu, "maxpool", src, "forward", SLOTS), backward: Kernel::new(gpu, "maxpool_bwd", src, "backward", SLOTS) }
+        Self { forward: Specialized::new("maxpool", src, "forward", SLOTS), backward: Specialized::new("maxpool_bwd", src, "backward", SLOTS) }
     }
 
-    fn params(gpu: &Gpu, n: usize, [_, _, h, w]: [usize; 4], kernel: usize, stride: usize) -> wgpu::Buffer {
-        let (oh, ow) = (out_size(h, kernel, stride), out_size(w, kernel, stride));
-        gpu.uniform("maxpool", &[n as u32, h as u32, w as u32, oh as u32, ow as u32, kernel as u32, stride as u32])
+    fn bind(kernel: &Specialized, gpu: &Gpu, n: usize, args: [Arg; 3], [_, _, h, w]: [usize; 4], kernel_size: usize, stride: usize) -> Dispatch {
+        let (oh, ow) = (out_size(h, kernel_size, stride), out_size(w, kernel_size, stride));
+        let shape = [("H", h), ("W", w), ("OH", oh), ("OW", ow), ("K", kernel_size), ("S", stride)].map(|(k, v)| (k, v as f64));
+        let params = gpu.uniform("maxpool", &[n as u32]);
+        let [a, b, c] = args;
+        kernel.bind(gpu, &shape, &[(&params).into(), a, b, c], groups_1d(n))
     }
 
     /// x [N, C, H, W] → y, argmax (u32 buffer of y's size).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(&self, gpu: &Gpu, x: Arg, y: Arg, arg: Arg, shape: [usize; 4], kernel: usize, stride: usize) -> Dispatch {
         let [n, c, h, w] = shape;
         let outputs = n * c * out_size(h, kernel, stride) * out_size(w, kernel, stride);
-        let params = Self::params(gpu, outputs, shape, kernel, stride);
-        self.forward.bind(gpu, &[(&params).into(), x, y, arg], groups_1d(outputs))
+        Self::bind(&self.forward, gpu, outputs, [x, y, arg], shape, kernel, stride)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(&self, gpu: &Gpu, dy: Arg, arg: Arg, dx: Arg, shape: [usize; 4], kernel: usize, stride: usize) -> Dispatch {
-        let inputs = shape.iter().product();
-        let params = Self::params(gpu, inputs, shape, kernel, stride);
-        self.backward.bind(gpu, &[(&params).into(), dx, dy, arg], groups_1d(inputs))
+        Self::bind(&self.backward, gpu, shape.iter().product(), [dx, dy, arg], shape, kernel, stride)
     }
 }
 

@@ -1,8 +1,16 @@
 // Max pool (no padding). forward: one invocation per output, records the in-plane index of the
 // max. backward: one invocation per input pixel, gathers dy from the windows that chose it.
+// The plane shape is override constants (one pipeline per layer), so the index divisions are by
+// constants: a division by a runtime value is a scalar loop over the lanes on CPU drivers.
 override WG: u32 = 256u;
+override H: u32;
+override W: u32;
+override OH: u32;
+override OW: u32;
+override K: u32;
+override S: u32;
 
-struct Params { n: u32, h: u32, w: u32, oh: u32, ow: u32, k: u32, s: u32 }
+struct Params { n: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
@@ -16,15 +24,15 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.n) {
         return;
     }
-    let plane = i / (p.oh * p.ow);
-    let oy = (i / p.ow) % p.oh;
-    let ox = i % p.ow;
+    let plane = i / (OH * OW);
+    let oy = (i / OW) % OH;
+    let ox = i % OW;
     var best = -3.402823e38;
     var at = 0u;
-    for (var ky = 0u; ky < p.k; ky = ky + 1u) {
-        for (var kx = 0u; kx < p.k; kx = kx + 1u) {
-            let idx = (oy * p.s + ky) * p.w + ox * p.s + kx;
-            let v = x[plane * p.h * p.w + idx];
+    for (var ky = 0u; ky < K; ky = ky + 1u) {
+        for (var kx = 0u; kx < K; kx = kx + 1u) {
+            let idx = (oy * S + ky) * W + ox * S + kx;
+            let v = x[plane * H * W + idx];
             if (v > best) {
                 best = v;
                 at = idx;
@@ -42,19 +50,19 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= p.n) {
         return;
     }
-    let plane = i / (p.h * p.w);
-    let idx = i % (p.h * p.w);
-    let iy = idx / p.w;
-    let ix = idx % p.w;
+    let plane = i / (H * W);
+    let idx = i % (H * W);
+    let iy = idx / W;
+    let ix = idx % W;
     // Windows oy with oy·s ≤ iy < oy·s + k.
-    let oy0 = select(0u, (iy + 1u - p.k + p.s - 1u) / p.s, iy + 1u >= p.k);
-    let ox0 = select(0u, (ix + 1u - p.k + p.s - 1u) / p.s, ix + 1u >= p.k);
-    let oy1 = min(iy / p.s, p.oh - 1u);
-    let ox1 = min(ix / p.s, p.ow - 1u);
+    let oy0 = select(0u, (iy + 1u - K + S - 1u) / S, iy + 1u >= K);
+    let ox0 = select(0u, (ix + 1u - K + S - 1u) / S, ix + 1u >= K);
+    let oy1 = min(iy / S, OH - 1u);
+    let ox1 = min(ix / S, OW - 1u);
     var acc = 0.0;
     for (var oy = oy0; oy <= oy1; oy = oy + 1u) {
         for (var ox = ox0; ox <= ox1; ox = ox + 1u) {
-            let o = plane * p.oh * p.ow + oy * p.ow + ox;
+            let o = plane * OH * OW + oy * OW + ox;
             if (arg[o] == idx) {
                 acc = acc + y[o];
             }

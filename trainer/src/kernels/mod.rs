@@ -14,12 +14,16 @@ pub mod softmax_xent;
 pub mod bias;
 pub mod elementwise;
 pub mod matmul;
+pub mod profile;
 #[cfg(test)]
 pub mod check;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::gpu::Gpu;
 
-/// Every pipeline, compiled once per device.
+/// Every pipeline, compiled once per device (the shape-specialised ones when first bound).
 pub struct Kernels {
     pub add: elementwise::AddKernel,
     pub adamw: adamw::AdamWKernel,
@@ -73,6 +77,7 @@ pub enum Slot {
 pub struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    label: Arc<str>,
 }
 
 /// A ready-to-record dispatch: pipeline, bound buffers, workgroup counts.
@@ -80,9 +85,18 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// The kernel's label (profiles group by it).
+    pub label: Arc<str>,
+    /// Bytes of storage bound (an upper bound on what the dispatch reads and writes).
+    pub bound_bytes: u64,
 }
 
 impl Dispatch {
+    /// Invocation groups this dispatch launches.
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass) {
         let [x, y, z] = self.workgroups;
         if x == 0 || y == 0 || z == 0 {
@@ -124,6 +138,12 @@ impl<'a> From<&'a wgpu::Buffer> for Arg<'a> {
 impl Kernel {
     /// Compiles `entry` of `source` with the `WG` override set to [`WG`] when the shader declares it.
     pub fn new(gpu: &Gpu, label: &str, source: &str, entry: &str, slots: &[Slot]) -> Self {
+        Self::with_constants(gpu, label, source, entry, slots, &[])
+    }
+
+    /// [`Kernel::new`] with more override constants (e.g. a layer's shape, so the driver sees
+    /// constant divisors and loop bounds).
+    pub fn with_constants(gpu: &Gpu, label: &str, source: &str, entry: &str, slots: &[Slot], overrides: &[(&str, f64)]) -> Self {
         let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -151,16 +171,19 @@ impl Kernel {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let constants: &[(&str, f64)] = if source.contains("override WG") { &[("WG", WG as f64)] } else { &[] };
+        let mut constants = overrides.to_vec();
+        if source.contains("override WG") {
+            constants.push(("WG", WG as f64));
+        }
         let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(label),
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions { constants, zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
             cache: None,
         });
-        Kernel { pipeline, layout }
+        Kernel { pipeline, layout, label: label.into() }
     }
 
     /// Binds `args` (in binding order) for a dispatch of `workgroups`.
@@ -178,7 +201,44 @@ impl Kernel {
             })
             .collect();
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &self.layout, entries: &entries });
-        Dispatch { pipeline: self.pipeline.clone(), bind_group, workgroups }
+        let bound_bytes = args
+            .iter()
+            .filter(|a| a.buffer.usage().contains(wgpu::BufferUsages::STORAGE))
+            .map(|a| a.size.unwrap_or(a.buffer.size() - a.offset))
+            .sum();
+        Dispatch { pipeline: self.pipeline.clone(), bind_group, workgroups, label: self.label.clone(), bound_bytes }
+    }
+}
+
+/// One entry point of a WGSL file compiled once per set of override constants (a layer's
+/// shape), on first use: the driver then sees constant divisors and loop bounds.
+pub struct Specialized {
+    label: &'static str,
+    source: &'static str,
+    entry: &'static str,
+    slots: &'static [Slot],
+    cache: Mutex<HashMap<Constants, Arc<Kernel>>>,
+}
+
+/// Override constants by name, values as f64 bits (a hashable cache key).
+type Constants = Vec<(&'static str, u64)>;
+
+impl Specialized {
+    pub fn new(label: &'static str, source: &'static str, entry: &'static str, slots: &'static [Slot]) -> Self {
+        Self { label, source, entry, slots, cache: Mutex::default() }
+    }
+
+    /// Binds `args` to the pipeline compiled with `constants` (compiling it the first time).
+    pub fn bind(&self, gpu: &Gpu, constants: &[(&'static str, f64)], args: &[Arg], workgroups: [u32; 3]) -> Dispatch {
+        let key = constants.iter().map(|&(name, v)| (name, v.to_bits())).collect();
+        let kernel = self
+            .cache
+            .lock()
+            .expect("pipeline cache")
+            .entry(key)
+            .or_insert_with(|| Arc::new(Kernel::with_constants(gpu, self.label, self.source, self.entry, self.slots, constants)))
+            .clone();
+        kernel.bind(gpu, args, workgroups)
     }
 }
 

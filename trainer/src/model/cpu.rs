@@ -132,7 +132,7 @@ fn run_layer(layer: &Layer, p: &str, x: ArrayD<f32>, ctx: &mut Ctx) -> (ArrayD<f
             let wt = view(w, &format!("{p}.weight")).into_dimensionality::<Ix2>().unwrap();
             let b = view(w, &format!("{p}.bias")).into_dimensionality::<Ix1>().unwrap();
             let x2 = x.into_dimensionality::<Ix2>().expect("Linear wants [N, features]");
-            let y = x2.dot(&wt.t()) + &b;
+            let y = x2.dot(&wt.t()) + b;
             let cache = if train { Cache::Linear { x: x2 } } else { Cache::None };
             (y.into_dyn(), cache)
         }

@@ -23,7 +23,7 @@ use crate::kernels::batchnorm::BnArgs;
 use crate::kernels::conv2d::{self, ConvShape};
 use crate::kernels::matmul::{Batching, Layout};
 use crate::kernels::sgd::SgdParams;
-use crate::kernels::{self, Arg, Dispatch, Kernels, rng};
+use crate::kernels::{self, Arg, Dispatch, Kernels, profile, rng};
 use crate::optim::{OptimConfig, OptimizerKind};
 
 /// Floats per 256 bytes: the strictest storage-offset alignment wgpu adapters report.
@@ -84,7 +84,7 @@ impl Tensor {
 
 /// What backward needs from one layer's forward recording.
 enum Node {
-    Conv { x: Tensor, cols: wgpu::Buffer, shape: ConvShape },
+    Conv { x: Tensor, shape: ConvShape },
     Bn { y: Tensor, xhat: wgpu::Buffer, saved: wgpu::Buffer, ch: usize },
     Relu { y: Tensor },
     MaxPool { x: Tensor, arg: wgpu::Buffer, kernel: usize, stride: usize },
@@ -149,10 +149,9 @@ impl Builder<'_> {
                 assert_eq!(c, in_ch, "{p}: channels");
                 let s = ConvShape { n, c, h, w, o: out_ch, k: kernel, stride, pad };
                 let y = self.alloc(p, vec![n, out_ch, s.oh(), s.ow()]);
-                let cols = gpu.zeros("cols", (s.cols_len() * 4) as u64);
-                let ds = conv2d::forward(k, gpu, &s, x.arg(), self.param(&format!("{p}.weight")), self.param(&format!("{p}.bias")), (&cols).into(), y.arg());
+                let ds = conv2d::forward(k, gpu, &s, x.arg(), self.param(&format!("{p}.weight")), self.param(&format!("{p}.bias")), y.arg());
                 self.dispatches.extend(ds);
-                (y, Node::Conv { x, cols, shape: s })
+                (y, Node::Conv { x, shape: s })
             }
             Layer::BatchNorm2d { ch, eps, momentum } => {
                 let [n, c, h, w] = x.shape[..] else { panic!("{p}: batch-norm wants NCHW") };
@@ -256,21 +255,21 @@ impl Builder<'_> {
     fn backward_layer(&mut self, layer: &Layer, p: &str, node: Node, dy: Tensor, need_dx: bool) -> Option<Tensor> {
         let (gpu, k) = (self.gpu, self.k);
         match (layer, node) {
-            (Layer::Conv2d { .. }, Node::Conv { x, cols, shape: s }) => {
-                let dx = need_dx.then(|| (self.alloc("dx", x.shape.clone()), gpu.zeros("dcols", (s.cols_len() * 4) as u64)));
+            (Layer::Conv2d { .. }, Node::Conv { x, shape: s }) => {
+                let dx = need_dx.then(|| self.alloc("dx", x.shape.clone()));
                 let ds = conv2d::backward(
                     k,
                     gpu,
                     &s,
-                    (&cols).into(),
+                    x.arg(),
                     self.param(&format!("{p}.weight")),
                     dy.arg(),
                     self.grad(&format!("{p}.weight")),
                     self.grad(&format!("{p}.bias")),
-                    dx.as_ref().map(|(t, dcols)| (dcols.into(), t.arg())),
+                    dx.as_ref().map(Tensor::arg),
                 );
                 self.dispatches.extend(ds);
-                dx.map(|(t, _)| t)
+                dx
             }
             (Layer::BatchNorm2d { .. }, Node::Bn { y, xhat, saved, ch }) => {
                 let [n, c, h, w] = y.shape[..] else { unreachable!() };
@@ -518,6 +517,23 @@ impl GpuModel {
     /// Queues one training step. `raw` is [batch, H, W] pixels in [0, 1]; `first_index` numbers
     /// the images for the augmentation RNG; `step_seed` drives dropout. Nothing is read back.
     pub fn train_step(&mut self, raw: ArrayView3<f32>, labels: &[u32], lr: f32, first_index: u32, step_seed: u32) {
+        self.upload_step(raw, labels, lr, first_index, step_seed);
+        kernels::submit(&self.gpu, &self.train);
+    }
+
+    /// One training step like [`Self::train_step`], each dispatch timed on its own (and waited for).
+    pub fn profile_step(&mut self, raw: ArrayView3<f32>, labels: &[u32], lr: f32, first_index: u32, step_seed: u32) -> (profile::Clock, Vec<profile::DispatchTime>) {
+        self.upload_step(raw, labels, lr, first_index, step_seed);
+        profile::time_dispatches(&self.gpu, &self.train.iter().collect::<Vec<_>>())
+    }
+
+    /// Dispatches in one training step, and the bytes a step uploads (batch, labels, seeds, hyper).
+    pub fn step_traffic(&self) -> (usize, u64) {
+        let uploads = [&self.raw, &self.labels, &self.shared.seeds, &self.hyper].iter().map(|b| b.size()).sum();
+        (self.train.len(), uploads)
+    }
+
+    fn upload_step(&mut self, raw: ArrayView3<f32>, labels: &[u32], lr: f32, first_index: u32, step_seed: u32) {
         assert_eq!(raw.dim().0, self.config.batch, "the GPU graph is compiled for a fixed batch");
         self.step += 1;
         let q = &self.gpu.queue;
@@ -535,9 +551,7 @@ impl GpuModel {
             OptimizerKind::Sgd => [lr, 0.0, 0.0, 0.0],
         };
         q.write_buffer(&self.hyper, 0, bytemuck::cast_slice(&hyper));
-        kernels::submit(&self.gpu, &self.train);
     }
-
 
     /// Waits for queued steps and returns (Σ loss, Σ correct) since the last call, then clears them.
     pub fn take_metrics(&mut self) -> (f64, f64) {

@@ -38,12 +38,14 @@ pub fn training_curves(path: &Path, title: &str, history: &[EpochRecord]) -> Res
     let panels = root.split_evenly((1, 2));
     let last = history.iter().map(|h| h.epoch).max().unwrap_or(1) as f64;
     type Get = fn(&EpochRecord) -> Option<f64>;
+    // (label, colour, points) of one curve.
+    type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
     let specs: [(&str, Get, Get); 2] = [
         ("loss", |h| Some(h.train_loss), |h| h.val_loss),
         ("accuracy", |h| Some(h.train_accuracy), |h| h.val_accuracy),
     ];
     for (area, (name, train, val)) in panels.iter().zip(specs) {
-        let series: Vec<(&str, RGBColor, Vec<(f64, f64)>)> = [("train", TRAIN, train), ("validation", VAL, val)]
+        let series: Vec<Series> = [("train", TRAIN, train), ("validation", VAL, val)]
             .into_iter()
             .map(|(label, color, get)| {
                 let pts: Vec<(f64, f64)> = history.iter().filter_map(|h| get(h).filter(|v| v.is_finite()).map(|v| (h.epoch as f64, v))).collect();
@@ -85,8 +87,8 @@ pub fn training_curves(path: &Path, title: &str, history: &[EpochRecord]) -> Res
             .configure_series_labels()
             .position(if name == "loss" { SeriesLabelPosition::UpperRight } else { SeriesLabelPosition::LowerRight })
             .label_font((FONT, 14))
-            .background_style(&WHITE.mix(0.85))
-            .border_style(&BLACK)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
             .draw()
             .map_err(plot_err)?;
     }
