@@ -183,10 +183,26 @@ const showStatus = (text, error = false) => {
   $("upload-status").className = error ? "error" : "muted";
 };
 
+// The contact sheet (inputs with their top-1, first 100): a job's is a URL; an upload's is the
+// same POST with ?format=png, shown from a blob URL.
+function showSheet(href) {
+  const link = $("sheet");
+  if (link.href.startsWith("blob:")) URL.revokeObjectURL(link.href);
+  link.hidden = !href;
+  if (href) link.href = href;
+}
+
+async function uploadSheet(model, file) {
+  const reply = await fetch(`/predict/${encodeURIComponent(model)}?format=png`,
+    { method: "POST", headers: { "Content-Type": uploadType(file) }, body: file });
+  if (reply.ok) showSheet(URL.createObjectURL(await reply.blob()));
+}
+
 $("file").addEventListener("change", async () => {
   const files = [...$("file").files], model = modelSelect.value;
   $("async").disabled = files.length === 0;
   $("grid").replaceChildren();
+  showSheet(null);
   let count = 0;
   for (const file of files) {
     showStatus(`predicting ${file.name}…`);
@@ -203,6 +219,7 @@ $("file").addEventListener("change", async () => {
     }
   }
   showStatus(`${count} image(s), model ${model}`);
+  if (files.length) await uploadSheet(model, files[0]);
 });
 
 function cell(name, result, thumbnail) {
@@ -219,6 +236,7 @@ $("async").addEventListener("click", async () => {
   const file = $("file").files[0], model = modelSelect.value; // the first file of the selection
   if (!file) return;
   $("async").disabled = true;
+  showSheet(null);
   try {
     const reply = await post(`/async_predict/${encodeURIComponent(model)}`, file);
     const job = await reply.json();
@@ -232,6 +250,7 @@ $("async").addEventListener("click", async () => {
     }
     const results = await (await fetch(`${job.status_url}/results`)).json();
     showStatus(`job ${job.task_id}: done, ${results.results.length} results`);
+    showSheet(`${job.status_url}/sheet.png`);
   } catch (e) {
     showStatus(`async job: ${e.message || e}`, true);
   } finally {

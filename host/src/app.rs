@@ -17,9 +17,10 @@ use crate::engine::{Compiled, load_component, new_engine, new_linker};
 use crate::http::pool::{ComponentPool, PoolConfig};
 use crate::http::router::{Route, Router};
 use crate::http::{HttpApp, HttpLimits, serve};
-use crate::key_value::{KeyValueAccess, KeyValueBackend, SqliteBackend};
+use crate::key_value::KeyValueAccess;
 use crate::limits::MemoryPolicy;
 use crate::manifest::Manifest;
+use crate::runtime_config::RuntimeConfig;
 use crate::state::ComponentEnv;
 use crate::variables::{resolve_app_variables, resolve_component_variables};
 
@@ -31,6 +32,8 @@ pub struct UpOptions {
     pub state_dir: Option<PathBuf>,
     /// Defaults to `<state_dir>/cache`.
     pub cache_dir: Option<PathBuf>,
+    /// Spin's runtime config (key-value stores); None: every store in `<state_dir>`'s SQLite file.
+    pub runtime_config: Option<PathBuf>,
     pub http: HttpLimits,
     pub pool: PoolConfig,
     pub memory: MemoryPolicy,
@@ -41,13 +44,14 @@ pub struct UpOptions {
 pub async fn up(options: UpOptions) -> Result<()> {
     let started = Instant::now();
     let manifest = Manifest::load(&options.manifest)?;
+    let runtime_config = options.runtime_config.as_deref().map(RuntimeConfig::load).transpose()?.unwrap_or_default();
     let state_dir = options.state_dir.clone().unwrap_or_else(|| manifest.base_dir.join(".spin"));
     std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create state dir {}", state_dir.display()))?;
-    let backend: Arc<dyn KeyValueBackend> = Arc::new(SqliteBackend::open(&state_dir.join("sqlite_key_value.db"))?);
     let app_variables = resolve_app_variables(&manifest.variables, |name| std::env::var(name).ok())?;
     let known_stores: Arc<BTreeSet<String>> = Arc::new(
         manifest.components.values().flat_map(|c| c.key_value_stores.iter().cloned()).chain(["default".to_owned()]).collect(),
     );
+    let stores = Arc::new(runtime_config.open_stores(&known_stores, &state_dir).await?);
 
     let engine = new_engine()?;
     let linker = new_linker(&engine)?;
@@ -71,7 +75,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
             id: id.to_owned(),
             mounts: manifest.dir_mounts(id, decl)?,
             environment: decl.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            key_value: KeyValueAccess::new(backend.clone(), decl.key_value_stores.iter().cloned().collect(), known_stores.clone()),
+            key_value: KeyValueAccess::with_stores(stores.clone(), decl.key_value_stores.iter().cloned().collect(), known_stores.clone()),
             variables: resolve_component_variables(&decl.variables, &app_variables)
                 .with_context(|| format!("component `{id}`"))?,
             memory: options.memory,

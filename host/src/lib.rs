@@ -1,6 +1,6 @@
 //! kana-host: a small Spin-compatible runner on wasmtime 48. It reads the same `spin.toml` as
 //! `spin up` and serves its WASIp3 HTTP components and cron components, with Spin's key-value
-//! (SQLite) and variables interfaces. See `app::up` for the start-up sequence.
+//! (SQLite or Redis, `runtime_config`) and variables interfaces. See `app::up` for the start-up sequence.
 
 pub mod app;
 pub mod bindings;
@@ -10,5 +10,6 @@ pub mod http;
 pub mod key_value;
 pub mod limits;
 pub mod manifest;
+pub mod runtime_config;
 pub mod state;
 pub mod variables;

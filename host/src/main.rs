@@ -33,6 +33,10 @@ enum Command {
         /// Compiled-component cache [default: <state-dir>/cache].
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Spin's runtime config: `[key_value_store.<label>]` tables of `type = "redis"` (`url`)
+        /// or `type = "spin"` (SQLite `path`) [default: every store in <state-dir>/sqlite_key_value.db].
+        #[arg(long)]
+        runtime_config_file: Option<PathBuf>,
         /// Larger request bodies are refused with 413.
         #[arg(long, default_value_t = 16 * 1024 * 1024)]
         max_body_bytes: usize,
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         manifest,
         state_dir,
         cache_dir,
+        runtime_config_file,
         max_body_bytes,
         instances,
         max_queued,
@@ -118,6 +123,7 @@ fn main() -> anyhow::Result<()> {
         manifest,
         state_dir,
         cache_dir,
+        runtime_config: runtime_config_file,
         http: HttpLimits {
             max_body_bytes,
             max_connections: max_connections as usize,

@@ -4,7 +4,8 @@
 //!   test-only components ([`TEST_ONLY_COMPONENTS`]) the host tests mount,
 //! - `up [host args]`: setup + a build of only what spin.toml names + run kana-host
 //!   (`up --listen 127.0.0.1:3000 ...`),
-//! - `test [cargo test args]`: setup + build-components + `cargo test` on the default members.
+//! - `test [cargo test args]`: setup + build-components + `cargo test` on the default members,
+//! - `trainer [trainer args]`: the trainer CLI from the release build (`cargo run --release`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,18 @@ const APT_PACKAGES: &[&str] = &[
     "fonts-konatu",
     "fonts-motoya-l-cedar",
     "fonts-motoya-l-maruberi",
+    // Pen handwriting faces, training families only (synthetic data v2,
+    // models/hiragana-data/README.md).
+    "fonts-klee",
+    "fonts-yozvox-yozfont-standard-kana",
+    "fonts-yozvox-yozfont-antique",
+    "fonts-yozvox-yozfont-cute",
+    // The browser test (host/tests/all/browser.rs): headless Chromium driven through chromedriver.
+    "chromium",
+    "chromium-driver",
+    // The Redis key-value backend's tests and the multi-host test (host/tests/all/multi_host.rs)
+    // start their own redis-server and read it with redis-cli (redis-tools, a dependency).
+    "redis-server",
 ];
 
 /// Component packages that only the host integration tests use (host/tests/all/support.rs adds
@@ -84,7 +97,9 @@ fn run() -> Result<()> {
             build_components(&root, Components::WithTestOnly)?;
             cargo(&root, ["test".to_owned()].into_iter().chain(rest))
         }
-        _ => bail!("usage: cargo xtask <setup | build-components | up [host args] | test [cargo test args]>"),
+        // The release build: the bench's speed for real training runs; tests stay on the dev profile.
+        "trainer" => cargo(&root, ["run", "--release", "-p", "kana-trainer", "--"].into_iter().map(str::to_owned).chain(rest)),
+        _ => bail!("usage: cargo xtask <setup | build-components | up [host args] | test [cargo test args] | trainer [trainer args]>"),
     }
 }
 

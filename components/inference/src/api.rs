@@ -16,6 +16,7 @@ use crate::card::ModelCard;
 use crate::decode::{Images, Limits, decode_upload};
 use crate::error::{InputError, PredictError};
 use crate::model::{Model, Prediction, WeightsFormat};
+use crate::sheet::{self, Sheet};
 use crate::task_id;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +125,23 @@ pub fn predict_request(
     }))
 }
 
+/// What `POST /predict/{model}` answers: the JSON, or with `?format=png` the contact sheet.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PredictAnswer {
+    Json(PredictResponse),
+    Png(Sheet),
+}
+
+/// `POST /predict/{model}` once the model is found: `top_k` and `format` from the query, then
+/// [`predict_request`] or [`predict_sheet`].
+pub fn answer_predict(model: &Model, content_type: Option<&str>, body: &[u8], query: Option<&str>, options: PredictOptions) -> Result<PredictAnswer, PredictError> {
+    let options = PredictOptions { top_k: parse_top_k(query)?, ..options };
+    Ok(match parse_format(query)? {
+        ResponseFormat::Json => PredictAnswer::Json(predict_request(model, content_type, body, &options)?),
+        ResponseFormat::Png => PredictAnswer::Png(predict_sheet(model, content_type, body, &options)?),
+    })
+}
+
 /// Checks the request's options against `model` and decodes the upload into its input size.
 pub fn decode_input(model: &Model, content_type: Option<&str>, body: &[u8], options: &PredictOptions) -> Result<Images, PredictError> {
     if let Some(k) = options.top_k {
@@ -186,17 +204,45 @@ pub fn predict_response(
 
 /// Reads `top_k` from a query string ("top_k=3&x=y"); absent → None.
 pub fn parse_top_k(query: Option<&str>) -> Result<Option<usize>, InputError> {
-    let Some(query) = query else { return Ok(None) };
-    for pair in query.split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == "top_k" {
-            return value
-                .parse::<usize>()
-                .map(Some)
-                .map_err(|_| InputError::BadQuery(format!("top_k='{value}' is not a positive integer")));
-        }
+    query_param(query, "top_k")
+        .map(|value| value.parse::<usize>().map_err(|_| InputError::BadQuery(format!("top_k='{value}' is not a positive integer"))))
+        .transpose()
+}
+
+/// What `POST /predict/{model}` answers with (`?format=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// [`PredictResponse`] (the default).
+    #[default]
+    Json,
+    /// A contact sheet PNG ([`predict_sheet`]).
+    Png,
+}
+
+/// Reads `format` from a query string: `json` (or absent) or `png`.
+pub fn parse_format(query: Option<&str>) -> Result<ResponseFormat, InputError> {
+    match query_param(query, "format") {
+        None | Some("json") => Ok(ResponseFormat::Json),
+        Some("png") => Ok(ResponseFormat::Png),
+        Some(other) => Err(InputError::BadQuery(format!("format='{other}' is neither json nor png"))),
     }
-    Ok(None)
+}
+
+/// The first value of `name` in a query string (not percent-decoded: the values read here are
+/// plain ASCII).
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').map(|pair| pair.split_once('=').unwrap_or((pair, ""))).find(|(key, _)| *key == name).map(|(_, v)| v)
+}
+
+/// `?format=png`: the contact sheet of the upload, decoded and predicted as [`predict_request`]
+/// does, but only for the images the sheet draws (the first [`sheet::MAX_TILES`]), so a big
+/// upload costs no more than a full sheet.
+pub fn predict_sheet(model: &Model, content_type: Option<&str>, body: &[u8], options: &PredictOptions) -> Result<Sheet, PredictError> {
+    let images = decode_input(model, content_type, body, options)?;
+    let predictions = predict_images(model, &images, 0..images.count.min(sheet::MAX_TILES), options)?;
+    // Only the result objects are drawn: no task id, no timings.
+    let response = predict_response(&model.card, String::new(), &predictions, false, Timing { decode: 0.0, inference: 0.0, total: 0.0 });
+    Ok(sheet::contact_sheet(&model.card.name, &images, &response.results))
 }
 
 fn check_top_k(k: usize, classes: usize) -> Result<(), InputError> {
@@ -212,11 +258,15 @@ pub struct ModelInfo<'a> {
     #[serde(flatten)]
     pub card: &'a ModelCard,
     pub served_from: WeightsFormat,
-    pub load_ms: f64,
+    /// Models are planned on their first request in each instance: `null` until then.
+    pub load_ms: Option<f64>,
+    /// Set when planning failed (the weights do not match the card).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_error: Option<&'a str>,
 }
 
 impl<'a> From<&'a Model> for ModelInfo<'a> {
     fn from(m: &'a Model) -> Self {
-        ModelInfo { card: &m.card, served_from: m.format, load_ms: m.load_ms }
+        ModelInfo { card: &m.card, served_from: m.format, load_ms: m.load_ms(), load_error: m.load_error() }
     }
 }

@@ -95,7 +95,7 @@ impl InputError {
                 side = crate::decode::MAX_PICTURE_SIDE,
                 mib = crate::decode::MAX_PICTURE_DECODE_BYTES >> 20
             )),
-            InputError::BadQuery(_) => Some("top_k: an integer from 1 to the number of classes".into()),
+            InputError::BadQuery(_) => Some("top_k: an integer from 1 to the number of classes; format: json or png".into()),
             _ => Some(EXPECTED_UPLOAD.to_string()),
         };
         ErrorBody { error: self.to_string(), kind: self.kind().to_string(), expected }

@@ -1,9 +1,13 @@
 //! A served model: its validated card plus a tract plan, loaded and optimised once with a
 //! symbolic batch dimension `N`, so one plan answers any batch size. Large batches are split into
 //! chunks because tract's per-image cost grows with very large batches in wasm.
+//!
+//! The plan is built either at once ([`Model::load`]: tools and tests, which should fail fast) or
+//! on the model's first request ([`Model::deferred`]: the components, where every instance would
+//! otherwise read, hash and plan every shipped model before its first answer).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -46,10 +50,15 @@ pub struct Model {
     /// Directory holding the card and weights.
     pub dir: PathBuf,
     pub format: WeightsFormat,
-    /// Time spent reading, optimising and planning the graph.
-    pub load_ms: f64,
     pub chunk_size: usize,
+    /// Built once, on [`Model::load`] or on first use; an error is kept so it is not retried.
+    plan: OnceLock<Result<Planned, String>>,
+}
+
+struct Planned {
     plan: Arc<TypedRunnableModel>,
+    /// Time spent reading, checking, optimising and planning the graph.
+    load_ms: f64,
 }
 
 impl std::fmt::Debug for Model {
@@ -78,14 +87,61 @@ impl Model {
 
     /// As [`Model::load`], from the chosen file (`Nnef` needs the card's `nnef_file`).
     pub fn load_as(card: ModelCard, dir: &Path, format: WeightsFormat) -> Result<Model, String> {
+        let model = Model::deferred_as(card, dir, format)?;
+        model.plan()?;
+        Ok(model)
+    }
+
+    /// Checks the card and that its files exist; reading, hashing and planning the weights wait
+    /// for the first prediction ([`Model::plan`]), whose error then names what is wrong.
+    pub fn deferred(card: ModelCard, dir: &Path) -> Result<Model, String> {
+        Model::deferred_as(card, dir, WeightsFormat::Onnx)
+    }
+
+    fn deferred_as(card: ModelCard, dir: &Path, format: WeightsFormat) -> Result<Model, String> {
         card.validate()?;
+        let files = match format {
+            WeightsFormat::Onnx => vec![&card.file],
+            WeightsFormat::Nnef => vec![&card.file, card.nnef_file.as_ref().ok_or("the card names no nnef_file")?],
+        };
+        for file in files {
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(format!("cannot read {}: not a file", path.display()));
+            }
+        }
+        Ok(Model { card, dir: dir.to_path_buf(), format, chunk_size: DEFAULT_CHUNK_SIZE, plan: OnceLock::new() })
+    }
+
+    /// The tract plan, built on the first call.
+    pub fn plan(&self) -> Result<&Arc<TypedRunnableModel>, String> {
+        let planned = self.plan.get_or_init(|| {
+            let started = Instant::now();
+            let plan = Model::build_plan(&self.card, &self.dir, self.format)?;
+            Ok(Planned { plan, load_ms: started.elapsed().as_secs_f64() * 1e3 })
+        });
+        planned.as_ref().map(|p| &p.plan).map_err(Clone::clone)
+    }
+
+    /// Milliseconds the plan took to build; `None` before the first use.
+    pub fn load_ms(&self) -> Option<f64> {
+        self.plan.get().and_then(|p| p.as_ref().ok()).map(|p| p.load_ms)
+    }
+
+    /// Why the plan could not be built, once that was tried.
+    pub fn load_error(&self) -> Option<&str> {
+        self.plan.get().and_then(|p| p.as_ref().err()).map(String::as_str)
+    }
+
+    /// Reads the weights, checks them against the card, then optimises and plans the graph. Every
+    /// check that could fail at request time for a bad card is done here instead.
+    fn build_plan(card: &ModelCard, dir: &Path, format: WeightsFormat) -> Result<Arc<TypedRunnableModel>, String> {
         let onnx_path = dir.join(&card.file);
         let onnx = std::fs::read(&onnx_path).map_err(|e| format!("cannot read {}: {e}", onnx_path.display()))?;
         let digest = sha256_hex(&onnx);
         if !digest.eq_ignore_ascii_case(&card.sha256) {
             return Err(format!("sha256 of {} is {digest}, card says {}", card.file, card.sha256));
         }
-        let started = Instant::now();
         let model = match format {
             WeightsFormat::Nnef => {
                 let nnef_file = card.nnef_file.as_deref().ok_or("the card names no nnef_file")?;
@@ -103,16 +159,8 @@ impl Model {
                 .and_then(TypedModel::into_optimized)
                 .map_err(|e| format!("ONNX {}: {e:#}", card.file))?,
         };
-        check_facts(&model, &card)?;
-        let plan = model.into_runnable().map_err(|e| format!("planning: {e:#}"))?;
-        Ok(Model {
-            card,
-            dir: dir.to_path_buf(),
-            format,
-            load_ms: started.elapsed().as_secs_f64() * 1e3,
-            chunk_size: DEFAULT_CHUNK_SIZE,
-            plan,
-        })
+        check_facts(&model, card)?;
+        model.into_runnable().map_err(|e| format!("planning: {e:#}"))
     }
 
     /// Softmax probabilities (or the model's own, for `OutputKind::Probabilities`), one row per
@@ -134,8 +182,9 @@ impl Model {
             }
             .into());
         }
+        let plan = self.plan().map_err(|e| InferenceError(format!("model '{}' cannot be loaded: {e}", self.card.name)))?;
         let mut rows = Vec::with_capacity(images.count);
-        let mut state = self.plan.spawn().map_err(|e| InferenceError(format!("{e:#}")))?;
+        let mut state = plan.spawn().map_err(|e| InferenceError(format!("{e:#}")))?;
         let chunk = chunk.max(1);
         let mut start = 0;
         while start < images.count {

@@ -26,6 +26,19 @@ impl Registry {
     /// Loads and validates every card in `dir` (not recursive), building each model's plan.
     /// A missing directory gives an empty registry and one error.
     pub fn load_dir(dir: &Path) -> (Registry, Vec<CardError>) {
+        Registry::scan(dir, Model::load)
+    }
+
+    /// As [`Registry::load_dir`], but each model's weights are read, checked and planned on its
+    /// first prediction ([`Model::deferred`]): what a serving instance does, so its first answer
+    /// does not wait for every shipped model and it holds only the plans it uses. Broken cards
+    /// and missing files are still found here; a weights file that does not match its card is
+    /// found on first use (a 500 naming the problem, and in `GET /models`).
+    pub fn open_dir(dir: &Path) -> (Registry, Vec<CardError>) {
+        Registry::scan(dir, Model::deferred)
+    }
+
+    fn scan(dir: &Path, open: fn(ModelCard, &Path) -> Result<Model, String>) -> (Registry, Vec<CardError>) {
         let mut registry = Registry::default();
         let mut errors = Vec::new();
         let entries = match std::fs::read_dir(dir) {
@@ -41,7 +54,7 @@ impl Registry {
             .collect();
         paths.sort();
         for path in paths {
-            match ModelCard::read(&path).and_then(|card| Model::load(card, dir)).and_then(|model| registry.add(model)) {
+            match ModelCard::read(&path).and_then(|card| open(card, dir)).and_then(|model| registry.add(model)) {
                 Ok(()) => {}
                 Err(message) => errors.push(CardError { path, message }),
             }

@@ -1,7 +1,7 @@
 //! The whole "request bytes → /predict JSON" path, as every component runs it.
 
 use kana_inference::testing::{self, fixture, multipart_body};
-use kana_inference::{Model, PredictOptions, PredictResponse, parse_top_k, predict_request, task_id};
+use kana_inference::{Model, PredictOptions, PredictResponse, ResponseFormat, parse_format, parse_top_k, predict_request, predict_sheet, sheet, task_id};
 
 fn model() -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
@@ -90,4 +90,24 @@ fn errors_carry_status_and_task_ids_are_the_one_scheme() {
     assert_eq!(err.body().kind, "wrong_shape");
     let ok = predict_request(&model, Some("application/x-npz"), &fixture("k49/test_images_10.npz"), &PredictOptions::default()).unwrap();
     assert!(task_id::is_valid(&ok.task_id), "/predict ids have the jobs' shape: {}", ok.task_id);
+}
+
+#[test]
+fn format_png_draws_the_first_tiles_of_the_same_predictions() {
+    assert_eq!(parse_format(Some("top_k=2&format=png")).unwrap(), ResponseFormat::Png);
+    assert_eq!((parse_format(None).unwrap(), parse_format(Some("format=json")).unwrap()), (ResponseFormat::Json, ResponseFormat::Json));
+    assert_eq!(parse_format(Some("format=gif")).unwrap_err().status(), 400);
+
+    let (_dir, model) = model();
+    let npz = fixture("k49/test_images_100.npz");
+    let options = PredictOptions::default();
+    let drawn = predict_sheet(&model, Some("application/x-npz"), &npz, &options).unwrap();
+    assert_eq!((drawn.tiles, drawn.images), (sheet::MAX_TILES.min(100), 100));
+    // The same bytes as drawing predict_request's own results: one path, one renderer.
+    let response = predict_request(&model, Some("application/x-npz"), &npz, &options).unwrap();
+    let images = kana_inference::decode_upload(Some("application/x-npz"), &npz, 28, 28, &options.limits).unwrap();
+    assert_eq!(drawn.png, sheet::contact_sheet("cnn", &images, &response.results).png);
+    // Bad input is the same 4xx as the JSON answer.
+    let garbled = predict_sheet(&model, Some("application/x-npz"), b"not an npz", &options).unwrap_err();
+    assert_eq!(garbled.status(), 422);
 }

@@ -212,6 +212,44 @@ fn registry_serves_valid_cards_and_reports_each_invalid_one_at_load() {
 }
 
 #[test]
+fn an_opened_registry_plans_each_model_on_first_use_and_reports_bad_weights_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let good = testing::write_reference_cnn(path, "good", 1, false).unwrap();
+    let mut bad = good.clone();
+    bad.name = "bad-sha".into();
+    bad.sha256 = "0".repeat(64);
+    std::fs::write(path.join("bad-sha.card.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
+    let mut missing = good.clone();
+    missing.name = "missing-file".into();
+    missing.file = "nope.onnx".into();
+    std::fs::write(path.join("missing-file.card.json"), serde_json::to_vec(&missing).unwrap()).unwrap();
+
+    let (registry, errors) = Registry::open_dir(path);
+    // A card naming an absent file is still refused up front.
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].path.ends_with("missing-file.card.json") && errors[0].message.contains("cannot read"));
+    let names: Vec<&str> = registry.cards().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["bad-sha", "good"]);
+    let (good, bad) = (registry.get("good").unwrap(), registry.get("bad-sha").unwrap());
+    assert_eq!((good.load_ms(), bad.load_ms()), (None, None), "nothing planned before a request");
+
+    let images = random_images(3, 28, 28, 9);
+    let eager = Model::load(good.card.clone(), path).unwrap();
+    let (lazy_rows, eager_rows) = (good.probabilities(&images).unwrap(), eager.probabilities(&images).unwrap());
+    for (a, b) in lazy_rows.iter().zip(&eager_rows) {
+        assert_eq!(a.0, b.0, "one plan, whichever way it was built");
+    }
+    assert!(good.load_ms().is_some() && good.load_error().is_none());
+
+    let error = bad.probabilities(&images).unwrap_err();
+    assert_eq!(error.status(), 500);
+    let message = error.to_string();
+    assert!(message.contains("model 'bad-sha' cannot be loaded") && message.contains("sha256"), "{message}");
+    assert!(bad.load_error().is_some_and(|e| e.contains("sha256")) && bad.load_ms().is_none());
+}
+
+#[test]
 fn aliases_resolve_to_their_model_and_clashes_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();

@@ -1,7 +1,8 @@
 //! The `jobs` component's HTTP mapping: `POST /async_predict/{model}`,
 //! `POST /schedule/{model}?execute_at=…`, `GET /tasks?status=&limit=&after=`, `GET /tasks/{id}`,
-//! `GET /tasks/{id}/results`, and `POST /jobs/tick` (one batch tick for schedulers outside Spin,
-//! behind a bearer token): routes, statuses, headers and JSON bodies.
+//! `GET /tasks/{id}/results`, `GET /tasks/{id}/sheet.png`, and `POST /jobs/tick` (one batch
+//! tick for schedulers outside Spin, behind a bearer token): routes, statuses, headers and JSON
+//! bodies (and a contact sheet's PNG).
 //!
 //! Plain values in ([`Request`]) and out ([`Reply`]), generic over the store and the clock, so
 //! native tests pin every answer; the component copies a reply into its response and, when
@@ -9,11 +10,13 @@
 //! [`UploadCheck`] (kana-inference's decoder in the component) before anything is stored; the
 //! tick runs jobs with the [`Predictor`] `batch-cron` uses.
 
+use kana_inference::{Images, PredictionResult, contact_sheet};
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::faults::{self, ErrorReply};
-use crate::job::{self, Kind, Status};
+use crate::chunks;
+use crate::job::{self, Job, Kind, Status, keys};
 use crate::jobs::{Jobs, NewJob, Predictor, SubmitError};
 use crate::kv::{Clock, KeyValue};
 use crate::schedule::{self, ScheduleError};
@@ -34,8 +37,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// An answer: status, headers besides `Content-Type: application/json` (every body is JSON),
-/// the JSON body, and what the component does once it has answered.
+/// An answer: status, headers besides `Content-Type: application/json` (every body is JSON but a
+/// contact sheet's), the JSON body, and what the component does once it has answered.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
     pub status: u16,
@@ -47,11 +50,13 @@ pub struct Reply {
     /// A line for the host log: a store error's details, which stay out of the answer, or what
     /// a tick did.
     pub log: Option<String>,
+    /// `GET /tasks/{id}/sheet.png`: sent instead of `body`, as `image/png`.
+    pub png: Option<Vec<u8>>,
 }
 
 impl Reply {
     fn json(status: u16, body: Value) -> Self {
-        Self { status, headers: Vec::new(), body, run_after: None, log: None }
+        Self { status, headers: Vec::new(), body, run_after: None, log: None, png: None }
     }
 
     fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -81,6 +86,10 @@ impl From<ErrorReply> for Reply {
 pub trait UploadCheck {
     /// `Err` is the answer: 404 unknown model, 413, 415 or 422, as `/predict` gives them.
     fn check(&self, model: &str, content_type: Option<&str>, body: &[u8], config: &Config) -> Result<(), ErrorReply>;
+
+    /// The upload decoded as the run decodes it, for `GET /tasks/{id}/sheet.png`; `Err` is the
+    /// answer (404 when its model is no longer served).
+    fn decode(&self, model: &str, content_type: Option<&str>, body: &[u8], config: &Config) -> Result<Images, ErrorReply>;
 }
 
 /// Answers one request. Every store error becomes a 503 (507 when the store is full) with
@@ -150,17 +159,17 @@ async fn route<K: KeyValue, C: Clock>(
                     Reply::json(200, json!({ "model": job.model, "task_id": job.task_id, "results": results }))
                         .with_header("content-disposition", disposition)
                 }
-                None => Reply::json(409, json!({
-                    "error": format!("task {id} has no results: it is {}", job.summary()["status"].as_str().unwrap_or("")),
-                    "status": job.status,
-                    "task_id": job.task_id,
-                })),
+                None => no_results(&job),
             },
+            None => unknown_task(id),
+        },
+        ("GET", ["tasks", id, "sheet.png"]) => match jobs.get(id).await? {
+            Some(job) => sheet(jobs, uploads, &job).await?,
             None => unknown_task(id),
         },
         (_, ["jobs", "tick"]) => tick(jobs, predictor, req).await?,
         (_, ["async_predict" | "schedule", _]) => method_not_allowed("POST"),
-        (_, ["tasks"] | ["tasks", _] | ["tasks", _, "results"]) => method_not_allowed("GET"),
+        (_, ["tasks"] | ["tasks", _] | ["tasks", _, "results" | "sheet.png"]) => method_not_allowed("GET"),
         _ => Reply::json(404, json!({ "error": format!("no such endpoint: {} {}", req.method, req.path) })),
     })
 }
@@ -256,6 +265,34 @@ async fn list<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, status: Option<&str>
     Ok(Reply::json(200, json!({ "tasks": tasks, "next": page.next, "next_url": next_url })))
 }
 
+/// `GET /tasks/{id}/sheet.png`: a done job's contact sheet, drawn by kana-inference's renderer
+/// (the one `/predict?format=png` uses) from the stored upload, decoded as the run decoded it, and
+/// the stored results; the first `MAX_TILES` images only, as the `x-sheet-*` headers say.
+async fn sheet<K: KeyValue, C: Clock>(jobs: &Jobs<'_, K, C>, uploads: &impl UploadCheck, job: &Job) -> anyhow::Result<Reply> {
+    let Some(results) = jobs.results(job).await? else { return Ok(no_results(job)) };
+    let input = chunks::get(jobs.kv, &keys::input(&job.task_id), job.input_chunks).await?;
+    // Stored as "" when the upload had no Content-Type, as in the run.
+    let content_type = Some(job.content_type.as_str()).filter(|ct| !ct.is_empty());
+    let images = match uploads.decode(&job.model, content_type, &input, jobs.config) {
+        Ok(images) => images,
+        Err(refused) => return Ok(refused.into()),
+    };
+    let results: Vec<PredictionResult> = serde_json::from_value(results)?;
+    let drawn = contact_sheet(&job.model, &images, &results);
+    let body = json!({ "task_id": job.task_id, "tiles": drawn.tiles, "images": drawn.images });
+    Ok(Reply { png: Some(drawn.png), ..Reply::json(200, body) }
+        .with_header("x-sheet-tiles", drawn.tiles.to_string())
+        .with_header("x-sheet-images", drawn.images.to_string()))
+}
+
+fn no_results(job: &Job) -> Reply {
+    Reply::json(409, json!({
+        "error": format!("task {} has no results: it is {}", job.task_id, job.summary()["status"].as_str().unwrap_or("")),
+        "status": job.status,
+        "task_id": job.task_id,
+    }))
+}
+
 fn too_large(config: &Config, e: &SubmitError) -> Reply {
     Reply::json(413, json!({ "error": e.to_string(), "kind": "body_too_large", "max_input_bytes": config.max_input_bytes }))
 }
@@ -291,6 +328,37 @@ mod tests {
                 return refuse(422, "garbled");
             }
             Ok(())
+        }
+
+        /// One 28×28 image per body byte, every pixel that byte.
+        fn decode(&self, model: &str, content_type: Option<&str>, body: &[u8], config: &Config) -> Result<Images, ErrorReply> {
+            self.check(model, content_type, body, config)?;
+            let pixels: Vec<u8> = body.iter().flat_map(|&b| [b; 28 * 28]).collect();
+            Ok(Images::from_u8(body.len(), 28, 28, &pixels))
+        }
+    }
+
+    /// What the real predictor stores: `/predict` result objects, here labelled by the byte.
+    struct Labels;
+
+    impl Predictor for Labels {
+        type Images = Vec<u8>;
+        async fn decode(&self, _job: &Job, input: Vec<u8>) -> Result<Vec<u8>, String> {
+            Ok(input)
+        }
+        fn count(&self, images: &Vec<u8>) -> usize {
+            images.len()
+        }
+        async fn predict(&self, _job: &Job, images: &Vec<u8>, range: std::ops::Range<usize>) -> Result<Vec<Value>, String> {
+            let result = |i: usize| PredictionResult {
+                index: i,
+                start_timestamp: "20240322_150000".into(),
+                prediction: char::from(b'a' + images[i] % 26).to_string(),
+                prediction_label: (images[i] % 26).to_string(),
+                probability: "0.75".into(),
+                top_k: None,
+            };
+            Ok(range.map(|i| serde_json::to_value(result(i)).unwrap()).collect())
         }
     }
 
@@ -345,6 +413,32 @@ mod tests {
         assert_eq!((download.status, download.body["task_id"].as_str()), (200, Some(id.as_str())));
         assert_eq!(download.body["results"], task.body["results"]);
         assert_eq!(download.header("content-disposition"), Some(format!("attachment; filename=\"{id}.json\"").as_str()));
+    }
+
+    #[test]
+    fn a_done_jobs_sheet_is_a_png_of_its_inputs_with_their_results_and_409_before() {
+        let (kv, clock, config) = (MemoryKv::new(), clock(), config());
+        let jobs = Jobs { kv: &kv, clock: &clock, config: &config };
+        let id = post(&jobs, "/async_predict/cnn", b"0123456789").body["task_id"].as_str().unwrap().to_owned();
+        let early = get(&jobs, &format!("/tasks/{id}/sheet.png"));
+        assert_eq!((early.status, early.body["status"].as_str(), early.png.is_none()), (409, Some("pending"), true), "{}", early.body);
+
+        assert_eq!(block_on(jobs.run(&id, "spawned", Trigger::Submitted, &Labels)).unwrap(), RunOutcome::Finished(Status::Done));
+        let reply = get(&jobs, &format!("/tasks/{id}/sheet.png"));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!((reply.header("x-sheet-tiles"), reply.header("x-sheet-images")), (Some("10"), Some("10")));
+        let png = reply.png.expect("a PNG body");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+        // Exactly the renderer's drawing of the decoded upload and the stored results.
+        let stored = get(&jobs, &format!("/tasks/{id}/results")).body["results"].clone();
+        let results: Vec<PredictionResult> = serde_json::from_value(stored).unwrap();
+        let images = Models.decode("cnn", None, b"0123456789", &config).unwrap();
+        assert_eq!(png, contact_sheet("cnn", &images, &results).png);
+
+        let post_sheet = block_on(call(&jobs, "POST", &format!("/tasks/{id}/sheet.png"), b""));
+        assert_eq!((post_sheet.status, post_sheet.header("allow")), (405, Some("GET")));
+        let unknown = get(&jobs, "/tasks/20240322_155100_abcdefgh/sheet.png");
+        assert_eq!((unknown.status, unknown.body["kind"].as_str()), (404, Some("unknown_task")));
     }
 
     #[test]

@@ -14,8 +14,6 @@ pub struct Config {
     pub retention: Duration,
     /// How long a claim protects a run; an async job still pending after this is run by cron.
     pub lease: Duration,
-    /// Pause between writing a claim and reading it back; see `claim.rs`.
-    pub settle: std::time::Duration,
     /// Every this often a tick lists all keys to find jobs the bucket index missed.
     pub sweep_interval: Duration,
     /// Runs that were interrupted (lease expired) this many times make the job `failed`.
@@ -84,7 +82,6 @@ impl Default for Config {
             max_horizon: Duration::days(30),
             retention: Duration::days(7),
             lease: Duration::seconds(60),
-            settle: std::time::Duration::from_millis(100),
             sweep_interval: Duration::minutes(10),
             max_attempts: 3,
             chunk_bytes: 512 * 1024,

@@ -2,9 +2,9 @@
 //! ids of jobs that become due (or expire) in that minute, so a tick reads a dozen bucket keys and
 //! the jobs in them instead of every job.
 //!
-//! Appending is read-modify-write without a transaction, so two writers to the same bucket can
-//! lose an id; the write is read back and retried, which catches most collisions but not all.
-//! The periodic sweep (`Jobs::tick`) lists every key and is the backstop for anything missed.
+//! Appending is a compare-and-swap of the bucket, retried while other writers (other instances or
+//! hosts) change it first, so racing appends lose no id. The periodic sweep (`Jobs::tick`) lists
+//! every key and stays the backstop for a writer that gave up or crashed.
 //! Writers never add to a bucket older than the current minute, and ticks delete only buckets at
 //! least two minutes old, so deleting a finished bucket never races with an append.
 
@@ -24,25 +24,32 @@ pub fn minute(t: DateTime<Utc>) -> i64 {
 }
 
 async fn read_ids(kv: &impl KeyValue, key: &str) -> anyhow::Result<Vec<String>> {
-    Ok(match kv.get(key).await? {
-        Some(v) => serde_json::from_slice(&v)?,
+    parse_ids(kv.get(key).await?.as_deref())
+}
+
+fn parse_ids(value: Option<&[u8]>) -> anyhow::Result<Vec<String>> {
+    Ok(match value {
+        Some(v) => serde_json::from_slice(v)?,
         None => Vec::new(),
     })
 }
 
+/// Swaps lost to other writers before [`Index::add`] gives up (the sweep then finds the job).
+const ADD_ATTEMPTS: usize = 64;
+
 impl Index {
-    /// Adds `id` to the bucket of `at` (or of `now`, if `at` has passed). False if the id could not
-    /// be confirmed after retries; the sweep will still find the job.
+    /// Adds `id` to the bucket of `at` (or of `now`, if `at` has passed). False if other writers
+    /// won every swap; the sweep will still find the job.
     pub async fn add(&self, kv: &impl KeyValue, id: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> anyhow::Result<bool> {
         let key = keys::bucket(self.0, minute(at).max(minute(now)));
-        for _ in 0..5 {
-            let mut ids = read_ids(kv, &key).await?;
+        for _ in 0..ADD_ATTEMPTS {
+            let current = kv.get(&key).await?;
+            let mut ids = parse_ids(current.as_deref())?;
             if ids.iter().any(|i| i == id) {
                 return Ok(true);
             }
             ids.push(id.to_owned());
-            kv.set(&key, &serde_json::to_vec(&ids)?).await?;
-            if read_ids(kv, &key).await?.iter().any(|i| i == id) {
+            if kv.compare_and_swap(&key, current.as_deref(), &serde_json::to_vec(&ids)?).await? {
                 return Ok(true);
             }
         }
@@ -92,6 +99,22 @@ mod tests {
             assert_eq!(DUE.recent(&kv, later, 3).await.unwrap().len(), 2, "too recent to delete");
             DUE.retire(&kv, minute(now), later + chrono::Duration::minutes(1)).await.unwrap();
             assert_eq!(DUE.recent(&kv, later, 3).await.unwrap().len(), 1);
+        });
+    }
+
+    #[test]
+    fn racing_appends_to_one_bucket_lose_no_id() {
+        let kv = MemoryKv::new();
+        let now = DateTime::parse_from_rfc3339("2024-03-22T15:00:30Z").unwrap().to_utc();
+        let ids: Vec<String> = (0..20).map(|i| format!("job{i}")).collect();
+        block_on(async {
+            let added = futures::future::join_all(ids.iter().map(|id| DUE.add(&kv, id, now, now))).await;
+            assert!(added.into_iter().all(|a| a.unwrap()));
+            let mut stored = DUE.recent(&kv, now, 0).await.unwrap().remove(0).1;
+            stored.sort();
+            let mut expected = ids.clone();
+            expected.sort();
+            assert_eq!(stored, expected);
         });
     }
 }

@@ -1,7 +1,8 @@
 //! The key-value operations job storage needs, shaped like `spin:key-value` (no transactions, no
-//! prefix scans), plus a clock. Components adapt spin-sdk's `Store`; tests use `MemoryKv` and
-//! `ManualClock` (compiled for tests only), which yield at every call so joined futures
-//! interleave like racing requests.
+//! prefix scans) plus `wasi:keyvalue`'s compare-and-swap, and a clock. Components adapt
+//! spin-sdk's `Store` and `wasi:keyvalue` bucket; tests use `MemoryKv` and `ManualClock`
+//! (compiled for tests only), which yield at every call so joined futures interleave like racing
+//! requests.
 
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ pub trait KeyValue {
     async fn delete(&self, key: &str) -> anyhow::Result<()>;
     /// Every key in the store: the only way to enumerate in Spin, so used only by the sweep.
     async fn get_keys(&self) -> anyhow::Result<Vec<String>>;
+    /// Sets `key` to `new` only if it still holds `current` (`None`: absent), atomically against
+    /// every other writer (other hosts included); true if it did.
+    async fn compare_and_swap(&self, key: &str, current: Option<&[u8]>, new: &[u8]) -> anyhow::Result<bool>;
 }
 
 /// A write the store refused for lack of space: Spin's `store-table-full`, which kana-host answers
@@ -96,10 +100,20 @@ mod doubles {
             YieldNow(false).await;
             Ok(self.map.borrow().keys().cloned().collect())
         }
+        async fn compare_and_swap(&self, key: &str, current: Option<&[u8]>, new: &[u8]) -> anyhow::Result<bool> {
+            YieldNow(false).await;
+            // No await between the comparison and the write: atomic on one thread.
+            let mut map = self.map.borrow_mut();
+            if map.get(key).map(Vec::as_slice) != current {
+                return Ok(false);
+            }
+            map.insert(key.to_owned(), new.to_vec());
+            Ok(true)
+        }
     }
 
     /// A clock tests move by hand. `sleep` only yields a few times: enough for other joined futures
-    /// to run their next steps, which is what a settle delay is for.
+    /// to run their next steps.
     pub struct ManualClock(Cell<DateTime<Utc>>);
 
     impl ManualClock {

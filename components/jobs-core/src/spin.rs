@@ -1,5 +1,6 @@
 //! What the `jobs` and `batch-cron` components share on top of the pure logic: [`Setup`] (config
-//! from Spin variables, the store, [`Jobs`] and the predictor), the spin-sdk key-value adapter,
+//! from Spin variables, the store, [`Jobs`] and the predictor), the key-value adapter (spin-sdk's
+//! `Store`, and `wasi:keyvalue` atomics for compare-and-swap),
 //! the clock, the upload check the API runs before storing, the predictor that runs a stored
 //! upload through kana-inference's decoding, model and `predict_response` (what `/predict` uses),
 //! and [`spawn_run`], the async job's run after the response.
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use kana_inference::api::Timing;
 use kana_inference::{Images, InputError, Limits, Model, PredictOptions, Registry, decode_input, predict_images, predict_response};
 use serde_json::json;
+use spin_sdk::experimental::wasi::keyvalue::{atomics, store as wasi_store};
 use spin_sdk::key_value::{Error, Store};
 
 use crate::api::{self, UploadCheck};
@@ -103,6 +105,10 @@ pub fn spawn_run(task_id: String, config: Config) {
 /// 413/415/422 with `/predict`'s error bodies.
 impl UploadCheck for Registry {
     fn check(&self, model: &str, content_type: Option<&str>, body: &[u8], config: &Config) -> Result<(), ErrorReply> {
+        self.decode(model, content_type, body, config).map(drop)
+    }
+
+    fn decode(&self, model: &str, content_type: Option<&str>, body: &[u8], config: &Config) -> Result<Images, ErrorReply> {
         let refuse = |e: InputError| ErrorReply {
             status: e.status(),
             body: serde_json::to_value(e.body()).unwrap_or_else(|_| json!({ "error": e.to_string() })),
@@ -110,7 +116,7 @@ impl UploadCheck for Registry {
         };
         let served = self.get(model).ok_or_else(|| refuse(InputError::UnknownModel(model.to_owned())))?;
         let options = PredictOptions { limits: limits(config), ..PredictOptions::default() };
-        decode_input(served, content_type, body, &options).map(drop).map_err(|e| ErrorReply {
+        decode_input(served, content_type, body, &options).map_err(|e| ErrorReply {
             status: e.status(),
             body: serde_json::to_value(e.body()).unwrap_or_else(|_| json!({ "error": e.to_string() })),
             retry_after: None,
@@ -121,12 +127,23 @@ impl UploadCheck for Registry {
 /// Where spin.toml mounts the models directory.
 pub const MODELS_DIR: &str = "/models";
 
-pub struct SpinKv(pub Store);
+/// The `default` store, opened through both interfaces Spin gives components: `spin:key-value`
+/// for plain reads and writes, `wasi:keyvalue` for compare-and-swap (Spin's has none).
+pub struct SpinKv {
+    store: Store,
+    bucket: wasi_store::Bucket,
+}
 
 impl SpinKv {
     pub async fn open_default() -> anyhow::Result<Self> {
-        Store::open_default().await.map(Self).map_err(store_error)
+        let store = Store::open_default().await.map_err(store_error)?;
+        let bucket = wasi_store::open("default").map_err(wasi_error)?;
+        Ok(Self { store, bucket })
     }
+}
+
+fn wasi_error(e: wasi_store::Error) -> anyhow::Error {
+    anyhow::anyhow!("key-value store: {e:?}")
 }
 
 /// Keeps spin's error in the chain, but as [`StoreFull`] when the store is out of space: kana-host
@@ -140,16 +157,28 @@ fn store_error(e: Error) -> anyhow::Error {
 
 impl KeyValue for SpinKv {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        self.0.get(key).await.map_err(store_error)
+        self.store.get(key).await.map_err(store_error)
     }
     async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
-        self.0.set(key, value).await.map_err(store_error)
+        self.store.set(key, value).await.map_err(store_error)
     }
     async fn delete(&self, key: &str) -> anyhow::Result<()> {
-        self.0.delete(key).await.map_err(store_error)
+        self.store.delete(key).await.map_err(store_error)
     }
     async fn get_keys(&self) -> anyhow::Result<Vec<String>> {
-        self.0.get_keys().await.collect().await.map_err(store_error)
+        self.store.get_keys().await.collect().await.map_err(store_error)
+    }
+    async fn compare_and_swap(&self, key: &str, current: Option<&[u8]>, new: &[u8]) -> anyhow::Result<bool> {
+        // A `cas` remembers the value it read; `swap` writes only if that is still the value.
+        let cas = atomics::Cas::new(&self.bucket, key).map_err(wasi_error)?;
+        if cas.current().map_err(wasi_error)?.as_deref() != current {
+            return Ok(false);
+        }
+        match atomics::swap(cas, new) {
+            Ok(()) => Ok(true),
+            Err(atomics::CasError::CasFailed(_)) => Ok(false),
+            Err(atomics::CasError::StoreError(e)) => Err(wasi_error(e)),
+        }
     }
 }
 
@@ -189,7 +218,7 @@ async fn read_config() -> anyhow::Result<Config> {
 pub fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
-        let (registry, errors) = Registry::load_dir(std::path::Path::new(MODELS_DIR));
+        let (registry, errors) = Registry::open_dir(std::path::Path::new(MODELS_DIR));
         for error in errors {
             kana_inference::log_line(&format!("model not served: {error}"));
         }

@@ -81,7 +81,7 @@ pub(crate) fn runs(kv: &MemoryKv, id: &str) -> usize {
 
 pub(crate) type Fault<'a> = Box<dyn Fn(&str) -> Option<anyhow::Error> + 'a>;
 
-/// A store whose `set` fails for keys `fail` picks: a crash, a lock or a full disk at that write.
+/// A store whose writes (`set`, `compare_and_swap`) fail for keys `fail` picks: a crash, a lock or a full disk at that write.
 pub(crate) struct FaultyKv<'a> {
     pub(crate) kv: &'a MemoryKv,
     pub(crate) fail: Fault<'a>,
@@ -102,5 +102,11 @@ impl KeyValue for FaultyKv<'_> {
     }
     async fn get_keys(&self) -> anyhow::Result<Vec<String>> {
         self.kv.get_keys().await
+    }
+    async fn compare_and_swap(&self, key: &str, current: Option<&[u8]>, new: &[u8]) -> anyhow::Result<bool> {
+        match (self.fail)(key) {
+            Some(e) => Err(e),
+            None => self.kv.compare_and_swap(key, current, new).await,
+        }
     }
 }

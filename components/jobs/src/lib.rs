@@ -1,5 +1,6 @@
 //! Jobs HTTP component: `POST /async_predict/{model}`, `POST /schedule/{model}?execute_at=…`,
-//! `GET /tasks?status=&limit=&after=`, `GET /tasks/{id}`, `GET /tasks/{id}/results`, and
+//! `GET /tasks?status=&limit=&after=`, `GET /tasks/{id}`, `GET /tasks/{id}/results`,
+//! `GET /tasks/{id}/sheet.png`, and
 //! `POST /jobs/tick` (one batch tick, bearer token `jobs_tick_token`, for platforms without the
 //! cron trigger). Thin: read the request, answer with `kana_jobs::api` (routes, statuses, bodies,
 //! tested natively), and run a just-stored async job for one turn after the response
@@ -32,9 +33,14 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     if let Some(line) = &reply.log {
         kana_jobs::log_line(line);
     }
-    let mut response = http::Response::builder().status(reply.status).header(header::CONTENT_TYPE, "application/json");
+    // A contact sheet goes out as its PNG; every other answer as its JSON.
+    let (content_type, body) = match reply.png {
+        Some(png) => ("image/png", Bytes::from(png)),
+        None => ("application/json", Bytes::from(reply.body.to_string())),
+    };
+    let mut response = http::Response::builder().status(reply.status).header(header::CONTENT_TYPE, content_type);
     for (name, value) in &reply.headers {
         response = response.header(*name, value);
     }
-    Ok(response.body(Full::new(Bytes::from(reply.body.to_string())))?)
+    Ok(response.body(Full::new(body))?)
 }

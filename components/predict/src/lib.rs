@@ -1,22 +1,24 @@
 //! Spin HTTP component: `POST /predict/{model}` (multipart `upload_file` like the reference server,
-//! or a raw npz/PNG/JPEG/JSON body), `GET /models`, `GET /models/{name}`. Thin: parse the request,
-//! call `kana_inference`, map errors to JSON. Models come from the `/models` files mount and are
-//! loaded once per instance (the host reuses instances, so the plan stays in this global).
+//! or a raw npz/PNG/JPEG/JSON body; `?format=png` for a contact sheet), `GET /models`,
+//! `GET /models/{name}`. Thin: parse the request,
+//! call `kana_inference`, map errors to JSON. Models come from the `/models` files mount: cards
+//! are read once per instance, each model's plan on its first request (the host reuses
+//! instances, so the plans stay in this global).
 
 use std::path::Path;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use kana_inference::api::PREDICT_VARIABLES;
-use kana_inference::{CardError, InputError, ModelInfo, PredictError, PredictOptions, Registry, parse_top_k, predict_request};
-use spin_sdk::http::{IntoResponse, Json, Method, Request, StatusCode};
+use kana_inference::{CardError, InputError, ModelInfo, PredictAnswer, PredictError, PredictOptions, Registry, answer_predict};
+use spin_sdk::http::{IntoResponse, Method, Request};
 
 static MODELS: OnceLock<(Registry, Vec<CardError>)> = OnceLock::new();
 
 fn models() -> &'static (Registry, Vec<CardError>) {
     MODELS.get_or_init(|| {
-        let (registry, invalid) = Registry::load_dir(Path::new("/models"));
+        let (registry, invalid) = Registry::open_dir(Path::new("/models"));
         // Bad cards show in the host log as soon as the models load, and in GET /models.
         for error in &invalid {
             kana_inference::log_line(&format!("predict: not serving {error}"));
@@ -48,17 +50,30 @@ async fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
                 predict(registry, name, content_type.as_deref(), &body, query.as_deref(), options)
             });
             match response {
-                Ok(response) => Ok(serde_json::to_value(response)?),
+                Ok(PredictAnswer::Json(response)) => Ok(serde_json::to_value(response)?),
+                Ok(PredictAnswer::Png(sheet)) => {
+                    let counts = [("x-sheet-tiles", sheet.tiles.to_string()), ("x-sheet-images", sheet.images.to_string())];
+                    return Ok(respond(200, "image/png", &counts, sheet.png)?);
+                }
                 Err(e) => Err(error_json(&e)),
             }
         }
         _ => Err((404, serde_json::json!({ "error": format!("no route for {method} {}", path.join("/")), "kind": "no_route",
             "expected": "POST /predict/{model}, GET /models, GET /models/{name}" }))),
     };
-    Ok(match reply {
-        Ok(value) => (StatusCode::OK, Json(value)),
-        Err((status, value)) => (StatusCode::from_u16(status)?, Json(value)),
-    })
+    let (status, value) = match reply {
+        Ok(value) => (200, value),
+        Err(error) => error,
+    };
+    Ok(respond(status, "application/json", &[], serde_json::to_vec(&value)?)?)
+}
+
+fn respond(status: u16, content_type: &str, headers: &[(&str, String)], body: Vec<u8>) -> http::Result<http::Response<Full<Bytes>>> {
+    let mut response = http::Response::builder().status(status).header(http::header::CONTENT_TYPE, content_type);
+    for (name, value) in headers {
+        response = response.header(*name, value);
+    }
+    response.body(Full::new(Bytes::from(body)))
 }
 
 fn predict(
@@ -68,10 +83,9 @@ fn predict(
     body: &[u8],
     query: Option<&str>,
     options: PredictOptions,
-) -> Result<kana_inference::PredictResponse, PredictError> {
+) -> Result<PredictAnswer, PredictError> {
     let model = registry.get(name).ok_or_else(|| InputError::UnknownModel(name.to_string()))?;
-    let options = PredictOptions { top_k: parse_top_k(query)?, ..options };
-    predict_request(model, content_type, body, &options)
+    answer_predict(model, content_type, body, query, options)
 }
 
 /// The request body; past `limit` bytes it stops reading and answers 413.
@@ -105,5 +119,17 @@ async fn options() -> PredictOptions {
 }
 
 fn error_json(e: &PredictError) -> (u16, serde_json::Value) {
-    (e.status(), serde_json::to_value(e.body()).unwrap_or_default())
+    let mut body = e.body();
+    // A batch too big to answer in one response still has a route: a job.
+    let job = "larger batches: POST /async_predict/{model} (a job, results at /tasks/{id}/results)";
+    match e {
+        PredictError::Input(InputError::TooManyImages { limit, .. }) => {
+            body.expected = Some(format!("at most {limit} images per /predict request; {job}"));
+        }
+        PredictError::Input(InputError::TooLarge { limit, .. }) => {
+            body.expected = Some(format!("at most {limit} bytes per /predict request; {job}"));
+        }
+        _ => {}
+    }
+    (e.status(), serde_json::to_value(body).unwrap_or_default())
 }

@@ -3,13 +3,16 @@
 
 mod support;
 
+mod browser;
 mod cron;
 mod http_trigger;
 mod key_value;
 mod jobs;
+mod multi_host;
 mod openapi;
 mod predict;
 mod reliability;
 mod router_fuzz;
+mod sheets;
 mod shipped;
 mod web;

@@ -81,9 +81,13 @@ impl Spec {
                 assert!(reply.header(name).is_some(), "{what}: documented header {name} missing: {:?}", reply.headers);
             }
         }
-        if let Some(media) = response["content"].get("application/json") {
+        if let Some(content) = response["content"].as_object() {
+            // The answer's media type must be one documented for it (JSON, or a contact sheet's PNG).
             let content_type = reply.header("content-type").unwrap_or_default();
-            assert!(content_type.starts_with("application/json"), "{what}: content type {content_type:?}");
+            let essence = content_type.split(';').next().unwrap_or_default().trim();
+            assert!(content.contains_key(essence), "{what}: content type {content_type:?}, documented {:?}", content.keys());
+        }
+        if let Some(media) = response["content"].get("application/json").filter(|_| reply.header("content-type").is_some_and(|t| t.starts_with("application/json"))) {
             let body: Value = serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", reply.body));
             let validator = self.validator(&media["schema"]);
             let errors: Vec<String> = validator.iter_errors(&body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
@@ -288,6 +292,9 @@ fn every_documented_route_answers_as_documented() {
     expect(&predict("/predict/cnn", "application/x-npz", b""), 422, Some("empty_body"));
     expect(&predict("/predict/cnn", "application/x-npz", b"not an npz"), 422, Some("malformed_input"));
     expect(&predict("/predict/cnn?top_k=0", &ct, &body), 400, Some("bad_query"));
+    let sheet = predict("/predict/cnn?format=png", &ct, &body);
+    assert_eq!((sheet.status, sheet.header("content-type")), (200, Some("image/png")));
+    expect(&predict("/predict/cnn?format=gif", &ct, &body), 400, Some("bad_query"));
     expect(&predict("/predict/cnn", "application/x-npz", &vec![0; 5 << 20]), 413, Some("body_too_large"));
     let host_limit = declared_too_large(&host, "/predict/cnn", 17 << 20);
     spec.check("POST", "/predict/{model}", &host_limit);
@@ -308,6 +315,8 @@ fn every_documented_route_answers_as_documented() {
     assert_eq!(done.json()["results"].as_array().map(Vec::len), Some(10), "{}", done.body);
     let results = send("GET", "/tasks/{id}/results", &format!("/tasks/{id}/results"), &[], b"");
     expect(&results, 200, None);
+    let sheet = send("GET", "/tasks/{id}/sheet.png", &format!("/tasks/{id}/sheet.png"), &[], b"");
+    assert_eq!((sheet.status, sheet.header("content-type"), sheet.header("x-sheet-tiles")), (200, Some("image/png"), Some("10")));
     let submit = |path: &str, content_type: &str, body: &[u8]| {
         let template = if path.starts_with("/async") { "/async_predict/{model}" } else { "/schedule/{model}" };
         send("POST", template, path, &[("content-type", content_type)], body)
@@ -326,6 +335,7 @@ fn every_documented_route_answers_as_documented() {
     assert_eq!(pending.json()["status"], json!("pending"));
     let early = send("GET", "/tasks/{id}/results", &format!("/tasks/{id}/results"), &[], b"");
     expect(&early, 409, None);
+    expect(&send("GET", "/tasks/{id}/sheet.png", &format!("/tasks/{id}/sheet.png"), &[], b""), 409, None);
     expect(&submit("/schedule/cnn", &ct, &body), 400, Some("bad_execute_at"));
     expect(&submit("/schedule/cnn?execute_at=tomorrow", &ct, &body), 400, Some("bad_execute_at"));
     expect(&submit(&format!("/schedule/cnn?execute_at={}", at(-86_400)), &ct, &body), 422, Some("bad_execute_at"));
@@ -337,6 +347,8 @@ fn every_documented_route_answers_as_documented() {
     expect(&send("GET", "/tasks/{id}", &format!("/tasks/{NO_SUCH_TASK}"), &[], b""), 404, Some("unknown_task"));
     expect(&send("GET", "/tasks/{id}", "/tasks/not-a-task-id", &[], b""), 404, Some("unknown_task"));
     expect(&send("GET", "/tasks/{id}/results", &format!("/tasks/{NO_SUCH_TASK}/results"), &[], b""), 404, Some("unknown_task"));
+    expect(&send("GET", "/tasks/{id}/sheet.png", &format!("/tasks/{NO_SUCH_TASK}/sheet.png"), &[], b""), 404, Some("unknown_task"));
+    expect(&send("POST", "/tasks/{id}/sheet.png", &format!("/tasks/{NO_SUCH_TASK}/sheet.png"), &[], b""), 405, None);
     expect(&send("DELETE", "/tasks/{id}", &format!("/tasks/{id}"), &[], b""), 405, None);
 
     // tick: off without a token.

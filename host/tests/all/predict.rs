@@ -118,6 +118,13 @@ fn models_listing_and_every_bad_input_get_json_errors_while_the_host_keeps_servi
         // The host is still up and the component still answers.
         assert_eq!(h.curl_npz("cnn", "test_image_0.npz", "").status, 200);
     }
+    // Too many images for one answer: the 413 names the route that takes them.
+    let reply = h.post("/predict/cnn", npz, &fixture("k49/test_images_100.npz"));
+    let expected = reply.json()["expected"].as_str().unwrap_or_default().to_owned();
+    assert!(expected.contains("at most 50 images") && expected.contains("/async_predict/"), "{}", reply.body);
+    let reply = h.post("/predict/cnn", npz, &vec![0u8; 5 << 20]);
+    let expected = reply.json()["expected"].as_str().unwrap_or_default().to_owned();
+    assert!(reply.status == 413 && expected.contains("/async_predict/"), "{}", reply.body);
     // Multipart with the wrong field name, and the same file as a raw body / PNG / JSON work.
     let (ct, body) = multipart_body("file", "x.npz", npz, &fixture("k49/test_image_0.npz"));
     assert_eq!(h.post("/predict/cnn", &ct, &body).status, 422);

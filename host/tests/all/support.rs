@@ -127,6 +127,25 @@ impl Reply {
     }
 }
 
+/// An answer whose body is bytes (a PNG), not text.
+#[derive(Debug)]
+pub struct BytesReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl BytesReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (an error answer).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
 impl TestHost {
     pub fn start() -> Self {
         Self::start_with(Options::default())
@@ -197,6 +216,21 @@ impl TestHost {
             request = request.header(*name, *value);
         }
         self.finish(request.send(body))
+    }
+
+    /// `method path` with an optional Content-Type and body; the answer's body kept as bytes.
+    pub fn fetch_bytes(&self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> BytesReply {
+        let mut request = http::Request::builder().method(method).uri(self.url(path));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        // ureq sends no body with GET: an empty one goes as none.
+        let result = if body.is_empty() { self.agent.run(request.body(()).unwrap()) } else { self.agent.run(request.body(body.to_vec()).unwrap()) };
+        let mut response = result.unwrap_or_else(|e| panic!("{method} {path}: {e}\nhost log:\n{}", self.logs()));
+        let headers = response.headers().iter().map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned())).collect();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_vec().unwrap_or_else(|e| panic!("{method} {path}: reading the body: {e}"));
+        BytesReply { status, headers, body }
     }
 
     pub fn put(&self, path: &str, body: &[u8]) -> Reply {
