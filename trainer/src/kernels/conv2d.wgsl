@@ -219,6 +219,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
         step(15u, k0, n);
         workgroupBarrier();
     }
+    // Written out like `step`: every `acc` index a constant, so the accumulators can stay in registers.
     store4(m0 + 0u, n + 0u, acc[0], wg.z);
     store4(m0 + 0u, n + 1u * LANES, acc[1], wg.z);
     store4(m0 + 0u, n + 2u * LANES, acc[2], wg.z);
